@@ -184,12 +184,18 @@ _register_command_modules()
 # ---------------------------------------------------------------- entry point
 
 
+INTERRUPTED = "interrupted (stages keep partial results where they can; rerun to resume)\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("EDGEKD_DEBUG") == "1" or "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         app(args=argv, prog_name="edgekd", standalone_mode=True)
     except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == 130:  # typer turns Ctrl-C into exit 130
+            sys.stderr.write(INTERRUPTED)
+        return code
     except EdgekdError as exc:
         if debug:
             import traceback
@@ -200,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"  hint: {exc.hint}\n")
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
+        sys.stderr.write(INTERRUPTED)
         return 130
     return 0
 

@@ -7,16 +7,31 @@ It speaks JSON lines on stdout, one object per line, so the host can stream and 
 Commands:
   check [--model FILE --expect-input X --expect-output Y]
       environment and runtime checks; with a model, runs it and compares the output.
+  hashes FILE...
+      sha256 of each file (null when missing), so the host sends only what changed.
+  run --model FILE --inputs FILE.npy [--runs N --warmup W --min-time S --threads K --engine E]
+      the environment, then one `sample` line per evaluation input (output + latency), then
+      `latency` lines from timed runs, then `done`. Samples are also appended to a progress file,
+      so a rerun after a crash resumes where it stopped.
+
+The agent exits when its stdin closes (the host went away), so a dropped SSH session or a
+Ctrl-C on the host never leaves it running on the device.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import glob
+import hashlib
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
+import threading
+import time
 
 AGENT_VERSION = "1"
 
@@ -145,6 +160,310 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+# ---------------------------------------------------------------- hashes
+
+
+def cmd_hashes(args: argparse.Namespace) -> int:
+    out = {}
+    for path in args.files:
+        if os.path.isfile(path):
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            out[path] = digest.hexdigest()
+        else:
+            out[path] = None
+    emit({"type": "hashes", "files": out})
+    return 0
+
+
+# ---------------------------------------------------------------- environment
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def cpu_model() -> str:
+    info = read_text("/proc/cpuinfo") or ""
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        for line in info.splitlines():
+            if line.split(":")[0].strip() == key:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def temperatures() -> dict:
+    temps = {}
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        kind = read_text(os.path.join(zone, "type")) or os.path.basename(zone)
+        raw = read_text(os.path.join(zone, "temp"))
+        if raw and raw.lstrip("-").isdigit():
+            temps[kind] = int(raw) / 1000.0
+    return temps
+
+
+def throttling() -> str | None:
+    """Raspberry Pi firmware's throttle flags (0x0 = never throttled), where vcgencmd exists."""
+    if shutil.which("vcgencmd") is None:
+        return None
+    try:
+        out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.strip().split("=")[-1] or None
+
+
+def environment(runtime: str, runtime_version: str, engine: str, threads: int) -> dict:
+    import numpy as np
+
+    governors = sorted({read_text(p) for p in glob.glob("/sys/devices/system/cpu/cpu*/cpufreq/scaling_governor")} - {None})
+    return {
+        "type": "env",
+        "agent_version": AGENT_VERSION,
+        "engine": engine,
+        "runtime": runtime,
+        "runtime_version": runtime_version,
+        "threads": threads,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "governor": ",".join(governors) or None,
+        "temperature_c": temperatures(),
+        "throttled": throttling(),
+        "hostname": platform.node(),
+    }
+
+
+# ---------------------------------------------------------------- engines
+
+
+class TfliteModel:
+    """A .tflite model on ai_edge_litert / tflite_runtime, optionally with the Edge TPU delegate."""
+
+    def __init__(self, path: str, threads: int, engine: str):
+        interpreter_cls, self.runtime, self.runtime_version, error = load_interpreter_class()
+        if interpreter_cls is None:
+            raise AgentError("no TFLite runtime: " + error, pip_hint("ai-edge-litert"))
+        problem = runtime_numpy_problem(self.runtime, self.runtime_version)
+        if problem:
+            raise AgentError(problem, problem.split("run: ")[-1])
+        delegates = []
+        if engine == "edgetpu":
+            delegates = [load_edgetpu_delegate()]
+        kwargs = {"model_path": path, "num_threads": threads}
+        if delegates:
+            kwargs["experimental_delegates"] = delegates
+        self.interp = interpreter_cls(**kwargs)
+        self.interp.allocate_tensors()
+        self.inp = self.interp.get_input_details()[0]
+        self.out = self.interp.get_output_details()[0]
+
+    @property
+    def input_shape(self):
+        return [int(d) for d in self.inp["shape"]]
+
+    def prepare(self, x):
+        """float32 sample -> the input tensor (quantized with the model's own scale/zero point)."""
+        import numpy as np
+
+        dtype = self.inp["dtype"]
+        if np.issubdtype(dtype, np.integer):
+            scale, zero = self.inp["quantization"]
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+        return np.asarray(x, dtype=dtype).reshape(self.input_shape)
+
+    def invoke(self, tensor):
+        self.interp.set_tensor(self.inp["index"], tensor)
+        self.interp.invoke()
+
+    def output(self):
+        import numpy as np
+
+        y = self.interp.get_tensor(self.out["index"])
+        if np.issubdtype(y.dtype, np.integer):
+            scale, zero = self.out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y.astype(np.float32).reshape(-1)
+
+
+class OnnxModel:
+    def __init__(self, path: str, threads: int):
+        try:
+            import onnxruntime as ort  # type: ignore
+        except Exception as exc:
+            raise AgentError(f"onnxruntime cannot be imported: {exc}", pip_hint("onnxruntime"))
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(path, sess_options=opts, providers=providers + ["CPUExecutionProvider"])
+        self.runtime, self.runtime_version = "onnxruntime", ort.__version__
+        meta = self.session.get_inputs()[0]
+        self.input_name = meta.name
+        self.input_shape = [int(d) if isinstance(d, int) else 1 for d in meta.shape]
+        self._y = None
+
+    def prepare(self, x):
+        import numpy as np
+
+        return np.asarray(x, dtype=np.float32).reshape(self.input_shape)
+
+    def invoke(self, tensor):
+        self._y = self.session.run(None, {self.input_name: tensor})[0]
+
+    def output(self):
+        import numpy as np
+
+        return np.asarray(self._y, dtype=np.float32).reshape(-1)
+
+
+def load_edgetpu_delegate():
+    names = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+    lib = names.get(platform.system(), "libedgetpu.so.1")
+    errors = []
+    for module in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+        try:
+            load_delegate = __import__(module, fromlist=["load_delegate"]).load_delegate
+            return load_delegate(lib)
+        except Exception as exc:  # ImportError, or ValueError when the library/device is absent
+            errors.append(f"{module}: {exc}")
+    raise AgentError(
+        f"the Edge TPU delegate {lib} could not be loaded ({'; '.join(errors)})",
+        "install the Edge TPU runtime (Debian package libedgetpu1-std from Coral's apt repository) "
+        "and check that the accelerator is plugged in (lsusb shows 18d1:9302 or 1a6e:089a)",
+    )
+
+
+class AgentError(Exception):
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+def open_model(path: str, engine: str, threads: int):
+    if path.endswith(".onnx"):
+        return OnnxModel(path, threads)
+    if engine in ("tflite", "edgetpu", "tensorrt", "onnxruntime"):
+        return TfliteModel(path, threads, "edgetpu" if engine == "edgetpu" else "tflite")
+    raise AgentError(f"engine '{engine}' cannot run {os.path.basename(path)}")
+
+
+# ---------------------------------------------------------------- run
+
+
+def exit_when_stdin_closes() -> None:
+    """The host keeps our stdin open; EOF means it went away (Ctrl-C, dropped SSH): stop now."""
+
+    def watch():
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        os._exit(143)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def load_progress(path: str, run_key: str) -> dict:
+    done = {}
+    try:
+        with open(path) as fh:
+            for line in fh:
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by the crash
+                if obj.get("type") == "sample" and obj.get("run_key") == run_key:
+                    done[int(obj["i"])] = obj
+    except OSError:
+        pass
+    return done
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    if args.watch_stdin:
+        exit_when_stdin_closes()
+    try:
+        model = open_model(args.model, args.engine, args.threads)
+    except AgentError as exc:
+        emit({"type": "error", "message": exc.message, "hint": exc.hint})
+        return 2
+    emit(environment(model.runtime, model.runtime_version, args.engine, args.threads))
+    inputs = np.load(args.inputs, mmap_mode="r")
+    expected = [int(d) for d in model.input_shape[1:]]
+    if [int(d) for d in inputs.shape[1:]] != expected:
+        emit({"type": "error", "message": f"evaluation inputs have shape {list(inputs.shape[1:])} per sample "
+              f"but the model expects {expected}", "hint": "convert the evaluation set with the model"})
+        return 2
+
+    # First inference after allocation: includes one-off set-up (delegate compile, caches).
+    t0 = time.perf_counter()
+    model.invoke(model.prepare(np.asarray(inputs[0], dtype=np.float32)[None]))
+    emit({"type": "first", "invoke_ms": (time.perf_counter() - t0) * 1e3})
+    for k in range(args.warmup):
+        model.invoke(model.prepare(np.asarray(inputs[k % len(inputs)], dtype=np.float32)[None]))
+
+    run_key = args.run_key or "default"
+    progress_path = args.progress
+    done = load_progress(progress_path, run_key) if progress_path else {}
+    if done:
+        emit({"type": "resume", "already_done": len(done)})
+    progress = open(progress_path, "a") if progress_path else None
+    for i in range(len(inputs)):
+        if i in done:
+            emit(done[i])
+            continue
+        x = np.asarray(inputs[i], dtype=np.float32)[None]
+        t_start = time.perf_counter()
+        tensor = model.prepare(x)
+        t_invoke = time.perf_counter()
+        model.invoke(tensor)
+        t_done = time.perf_counter()
+        y = model.output()
+        t_end = time.perf_counter()
+        line = {"type": "sample", "run_key": run_key, "i": i, "invoke_ms": (t_done - t_invoke) * 1e3,
+                "e2e_ms": (t_end - t_start) * 1e3, "output": [round(float(v), 6) for v in y]}
+        emit(line)
+        if progress:
+            progress.write(json.dumps(line) + "\n")
+            progress.flush()
+    if progress:
+        progress.close()
+
+    # Timed runs: at least --runs invocations and at least --min-time seconds (TVM's time evaluator).
+    tensor = model.prepare(np.asarray(inputs[0], dtype=np.float32)[None])
+    times, started, chunk = [], time.perf_counter(), []
+    while len(times) < args.runs or (time.perf_counter() - started) < args.min_time:
+        t = time.perf_counter()
+        model.invoke(tensor)
+        dt = (time.perf_counter() - t) * 1e3
+        times.append(dt)
+        chunk.append(dt)
+        if len(chunk) == 200:
+            emit({"type": "latency", "invoke_ms": chunk})
+            chunk = []
+        if len(times) >= args.max_runs:
+            break
+    if chunk:
+        emit({"type": "latency", "invoke_ms": chunk})
+    if progress_path and os.path.exists(progress_path):
+        os.remove(progress_path)  # finished: the next run measures afresh instead of resuming
+    emit({"type": "done", "samples": len(inputs), "timed_runs": len(times)})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekd_agent", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"edgekd-agent {AGENT_VERSION}")
@@ -154,12 +473,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expect-input")
     p.add_argument("--expect-output")
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("hashes", help="sha256 of files")
+    p.add_argument("files", nargs="*")
+    p.set_defaults(func=cmd_hashes)
+    p = sub.add_parser("run", help="evaluate and time a model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--inputs", required=True, help=".npy of float32 samples in the model's input layout")
+    p.add_argument("--engine", default="tflite", choices=["tflite", "edgetpu", "onnxruntime", "tensorrt"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--runs", type=int, default=100)
+    p.add_argument("--max-runs", type=int, default=10000)
+    p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed runs at least")
+    p.add_argument("--progress", help="file that records finished samples, for resuming")
+    p.add_argument("--run-key", help="identifies the model+inputs+settings in the progress file")
+    p.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes")
+    p.set_defaults(func=cmd_run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    code = args.func(args)
+    if getattr(args, "watch_stdin", False):
+        # The stdin watcher thread holds stdin's lock; a normal interpreter shutdown would abort on it.
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

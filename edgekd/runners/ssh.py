@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgekd.errors import DeviceError, MissingDependencyError, TransportTimeout
-from edgekd.runners.base import CommandResult, Transport
+from edgekd.runners.base import Transport
 
 SSH_ERROR = 255  # ssh's own exit status for connection/authentication failures
 
@@ -103,20 +103,11 @@ class SshTransport(Transport):
 
     # ------------------------------------------------------------ commands
 
-    def run(self, argv: Sequence[str], timeout_s: float, stdin: bytes | None = None) -> CommandResult:
-        remote = shlex.join(str(a) for a in argv)
-        full = ["ssh"] + self.ssh_options() + ["--", self.host, remote]
-        try:
-            proc = subprocess.run(full, input=stdin, capture_output=True, timeout=timeout_s, check=False)
-        except subprocess.TimeoutExpired:
-            raise TransportTimeout(
-                f"{self.describe()}: command did not finish within {timeout_s:g} s: {argv[0]}",
-                hint="the device may be slow or hung; raise the time-out or check it with ssh",
-            ) from None
-        stderr = proc.stderr.decode(errors="replace")
-        if proc.returncode == SSH_ERROR:
-            raise self._classify(stderr)
-        return CommandResult(list(map(str, argv)), proc.returncode, proc.stdout.decode(errors="replace"), stderr)
+    def wrap(self, argv: Sequence[str]) -> list[str]:
+        return ["ssh"] + self.ssh_options() + ["--", self.host, shlex.join(str(a) for a in argv)]
+
+    def failure(self, returncode: int, stderr: str) -> DeviceError | None:
+        return self._classify(stderr) if returncode == SSH_ERROR else None
 
     def remote_home(self) -> str:
         if self._home is None:

@@ -1,0 +1,1 @@
+"""On-device measurement: latency statistics, power meters, energy (measured and theoretical)."""
