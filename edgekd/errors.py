@@ -85,6 +85,18 @@ class ArtifactError(EdgekdError):
     exit_code = 11
 
 
+class TrainingError(EdgekdError):
+    """Training that cannot go on (a NaN loss, a checkpoint that does not fit the run)."""
+
+    exit_code = 12
+
+
+class MeasurementError(EdgekdError):
+    """A measurement (energy, power) that cannot be reported honestly from the samples at hand."""
+
+    exit_code = 13
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)

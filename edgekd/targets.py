@@ -111,6 +111,8 @@ class Power(Strict):
     i2c_address: int | None = Field(None, ge=0, le=127)
     serial_port: str | None = None
     shunt_ohms: float | None = Field(None, gt=0)
+    sysfs_root: str = Field("/sys", description="where the device's sysfs is read (a copy of it in tests)")
+    idle_s: float = Field(1.0, ge=0.1, description="seconds of idle baseline before each run")
 
 
 class Limits(Strict):
@@ -122,6 +124,7 @@ class Limits(Strict):
 class Flash(Strict):
     command: list[str] = Field(min_length=1, description="argv; {elf} and {bin} are replaced by the built files")
     cflags: list[str] = Field(default_factory=list)
+    board: str | None = Field(None, description="firmware/boards/ folder; default: the qemu machine, else the target name")
 
 
 class TargetSpec(Strict):

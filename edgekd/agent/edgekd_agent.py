@@ -357,6 +357,54 @@ def open_model(path: str, engine: str, threads: int):
     raise AgentError(f"engine '{engine}' cannot run {os.path.basename(path)}")
 
 
+# ---------------------------------------------------------------- power
+
+
+def emit_samples(kind: str, samples: list) -> None:
+    for k in range(0, max(len(samples), 1), 500):
+        emit({"type": kind, "samples": [[round(t, 6), round(w, 6)] for t, w in samples[k:k + 500]]})
+
+
+def start_power(args: argparse.Namespace):
+    """Open the first available power source, measure the idle baseline, start sampling the run.
+    Returns the running sampler, or None (after saying why) when no source can be read."""
+    if not args.power:
+        return None
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import edgekd_power as power
+
+    options = json.loads(args.power_options) if args.power_options else {}
+    reasons = []
+    for name in args.power:
+        if name == "none":
+            reasons.append("none: the target has no power source")
+            break
+        try:
+            source = power.open_source(name, args.power_root, options)
+        except power.PowerSourceError as exc:
+            reasons.append(f"{name}: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+            continue
+        emit({"type": "power", "available": True, "source": name, "rate_hz": args.power_rate,
+              "channel": getattr(source, "channel", None)})
+        idle = power.Sampler(source, args.power_rate).start()
+        time.sleep(args.idle_s)
+        emit_samples("power_idle", idle.stop())
+        sampler = power.Sampler(source, args.power_rate).start()
+        time.sleep(2.0 / args.power_rate)  # a sample before the window opens
+        return sampler
+    emit({"type": "power", "available": False, "reasons": reasons})
+    return None
+
+
+def finish_power(sampler) -> None:
+    time.sleep(2 * sampler.period)  # a sample after the window closes
+    samples = sampler.stop()
+    sampler.source.close()
+    emit_samples("power_samples", samples)
+    if sampler.error is not None:
+        emit({"type": "power_error", "message": str(sampler.error)})
+
+
 # ---------------------------------------------------------------- run
 
 
@@ -444,6 +492,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # Timed runs: at least --runs invocations and at least --min-time seconds (TVM's time evaluator).
     tensor = model.prepare(np.asarray(inputs[0], dtype=np.float32)[None])
+    sampler = start_power(args)
+    if sampler is not None:
+        emit({"type": "marker", "name": "window_start", "t": time.monotonic()})
     times, started, chunk = [], time.perf_counter(), []
     while len(times) < args.runs or (time.perf_counter() - started) < args.min_time:
         t = time.perf_counter()
@@ -458,6 +509,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             break
     if chunk:
         emit({"type": "latency", "invoke_ms": chunk})
+    if sampler is not None:
+        emit({"type": "marker", "name": "window_end", "t": time.monotonic(), "inferences": len(times)})
+        finish_power(sampler)
     if progress_path and os.path.exists(progress_path):
         os.remove(progress_path)  # finished: the next run measures afresh instead of resuming
     emit({"type": "done", "samples": len(inputs), "timed_runs": len(times)})
@@ -488,6 +542,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", help="file that records finished samples, for resuming")
     p.add_argument("--run-key", help="identifies the model+inputs+settings in the progress file")
     p.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes")
+    p.add_argument("--power", action="append", default=[], help="power source to try, in order (repeatable)")
+    p.add_argument("--power-root", default="/sys", help="sysfs root (a copy of it in tests)")
+    p.add_argument("--power-rate", type=float, default=100.0, help="samples per second")
+    p.add_argument("--power-options", help="JSON: i2c_bus, i2c_address, shunt_ohms, interval_ms")
+    p.add_argument("--idle-s", type=float, default=1.0, help="seconds of idle baseline before the run")
     p.set_defaults(func=cmd_run)
     return parser
 

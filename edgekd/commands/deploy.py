@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         warmup: int = typer.Option(10, "--warmup", help="Untimed inferences first."),
         min_time: float = typer.Option(1.0, "--min-time", help="Seconds of timed inferences, at least."),
         eval_set: Optional[Path] = EvalOpt,
+        power: bool = typer.Option(False, "--power", help="Also measure power/energy with the target's power sources."),
         out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default runs/profile-<time>)."),
         targets_dir: Optional[List[Path]] = TargetsDirOpt,
         as_json: bool = typer.Option(False, "--json"),
@@ -51,7 +52,7 @@ def register(app: typer.Typer) -> None:
         """Run the model on each target: on-device accuracy, agreement with the host, latency."""
         from edgekd.measure.api import ProfileSettings, profile as run_profile
 
-        results = run_profile(artifact, target, ProfileSettings(runs=runs, warmup=warmup, min_time_s=min_time),
+        results = run_profile(artifact, target, ProfileSettings(runs=runs, warmup=warmup, min_time_s=min_time, power=power),
                               eval_set, out, targets_dir or [])
         if as_json:
             sys.stdout.write(json.dumps([r.to_dict() for r in results], indent=2, default=str) + "\n")
@@ -74,7 +75,9 @@ def _print_table(results) -> None:
         return f"{100 * v:.1f}" if pct else f"{v:.3g}"
 
     table = Table(header_style="bold", caption="latency: invoke() only, ms; acc/agree in %")
-    for col in ("target", "status", "n", "acc", "agree", "first", "p50", "p99", "CoV"):
+    with_energy = any("energy" in r.summary for r in results)
+    columns = ["target", "status", "n", "acc", "agree", "first", "p50", "p99", "CoV"] + (["mJ/inf"] if with_energy else [])
+    for col in columns:
         table.add_column(col, justify="left" if col in ("target", "status") else "right")
     for r in results:
         s = r.summary
@@ -82,6 +85,7 @@ def _print_table(results) -> None:
             r.target, STATUS_LABEL.get(r.status, r.status), f"{s.get('samples_done', 0)}/{s.get('samples_total', '?')}",
             fmt(s.get("accuracy"), True), fmt(s.get("agreement_with_host"), True), fmt(s.get("first_ms")),
             fmt(s.get("p50_ms")), fmt(s.get("p99_ms")), fmt(s.get("latency_cov")),
+            *([fmt(s.get("energy_mj"))] if with_energy else []),
         )
     console = Console(highlight=False)
     console.print(table)
@@ -90,5 +94,7 @@ def _print_table(results) -> None:
             console.print(f"[red]{r.target}[/red]: {r.error}", markup=True)
             if r.hint:
                 console.print(f"  hint: {r.hint}", markup=False)
+        if r.summary.get("energy_note"):
+            console.print(f"{r.target}: energy not reported: {r.summary['energy_note']}", markup=False)
         if r.out_dir:
             console.print(f"{r.target}: results in {r.out_dir}", markup=False)

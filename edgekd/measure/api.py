@@ -34,6 +34,7 @@ class ProfileSettings:
     warmup: int = 10
     min_time_s: float = 1.0
     idle_timeout_s: float = 120.0
+    power: bool = False
 
     def __post_init__(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.min_time_s < 0:
@@ -99,7 +100,9 @@ def profile_target(spec: TargetSpec, bundle: ModelBundle, settings: ProfileSetti
         "model": bundle.model.name, "format": bundle.fmt, "samples": int(len(bundle.eval_x)),
     }
     collected: dict[str, Any] = {"env": None, "first_ms": None, "samples": {}, "latency": [], "done": False,
-                                 "resumed": 0, "error": None}
+                                 "resumed": 0, "error": None, "power": None, "power_idle": [],
+                                 "power_samples": [], "markers": {}, "inferences_in_window": None,
+                                 "power_error": None}
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("results.json", "samples.jsonl"):  # results of an earlier run must not pass for this one's
         (out_dir / stale).unlink(missing_ok=True)
@@ -114,7 +117,7 @@ def profile_target(spec: TargetSpec, bundle: ModelBundle, settings: ProfileSetti
                     "--threads", spec.runtime.threads, "--warmup", settings.warmup, "--runs", settings.runs,
                     "--min-time", settings.min_time_s, "--progress", f"{deployment.workdir}/progress/{run_key}.jsonl",
                     "--run-key", run_key, "--watch-stdin",
-                ]
+                ] + (_power_args(spec) if settings.power else [])
                 transport.run(["mkdir", "-p", f"{deployment.workdir}/progress"], timeout_s=60)
                 process = transport.start(argv)
                 if on_start is not None:
@@ -170,6 +173,16 @@ def _collect(line: str, collected: dict[str, Any]) -> None:
         collected["done"] = True
     elif kind == "error":
         collected["error"] = obj
+    elif kind == "power":
+        collected["power"] = obj
+    elif kind in ("power_idle", "power_samples"):
+        collected[kind].extend(obj["samples"])
+    elif kind == "marker":
+        collected["markers"][obj["name"]] = obj["t"]
+        if "inferences" in obj:
+            collected["inferences_in_window"] = obj["inferences"]
+    elif kind == "power_error":
+        collected["power_error"] = obj["message"]
 
 
 def _summarise(collected: dict[str, Any], bundle: ModelBundle, reference: np.ndarray | None, complete: bool) -> dict[str, Any]:
@@ -190,13 +203,52 @@ def _summarise(collected: dict[str, Any], bundle: ModelBundle, reference: np.nda
         summary["e2e_p50_ms"] = float(np.percentile(e2e, 50))
     stats = latency_stats(collected["latency"], collected["first_ms"])
     summary.update({f"latency_{k}" if not k.endswith("_ms") else k: v for k, v in stats.items()})
+    summary.update(_energy_summary(collected))
     summary["complete"] = complete
     return summary
+
+
+def _power_args(spec: TargetSpec) -> list[Any]:
+    p = spec.power
+    options = {k: v for k, v in {"i2c_bus": p.i2c_bus, "i2c_address": p.i2c_address,
+                                  "shunt_ohms": p.shunt_ohms}.items() if v is not None}
+    args: list[Any] = []
+    for source in p.sources:
+        args += ["--power", source]
+    return args + ["--power-root", p.sysfs_root, "--power-rate", p.sample_hz, "--idle-s", p.idle_s,
+                   "--power-options", json.dumps(options)]
+
+
+def _energy_summary(collected: dict[str, Any]) -> dict[str, Any]:
+    """Measured energy per inference, or why there is none."""
+    from edgekd.errors import MeasurementError
+    from edgekd.measure.power.base import PowerTrace
+    from edgekd.measure.power.energy import energy_per_inference
+
+    power = collected["power"]
+    if power is None:
+        return {}
+    if not power.get("available"):
+        return {"energy": None, "energy_note": "no power source: " + "; ".join(power.get("reasons", []))}
+    if collected["power_error"]:
+        return {"energy": None, "energy_note": f"the power source failed during the run: {collected['power_error']}"}
+    trace = PowerTrace.from_pairs(collected["power_samples"], power["source"], collected["markers"])
+    idle = PowerTrace.from_pairs(collected["power_idle"], power["source"]) if collected["power_idle"] else None
+    try:
+        result = energy_per_inference(trace, collected["inferences_in_window"] or 0, idle)
+    except MeasurementError as exc:
+        return {"energy": None, "energy_note": exc.message + (f" ({exc.hint})" if exc.hint else "")}
+    return {"energy": result.to_dict(), "energy_mj": result.total_mj_per_inference,
+            "dynamic_energy_mj": result.dynamic_mj_per_inference, "avg_power_w": result.avg_power_w}
 
 
 def _write_results(path: Path, params: dict, summary: dict, collected: dict, status: str) -> None:
     atomic_write_json(path / "results.json", {"status": status, "params": params, "summary": summary,
                                               "env": collected["env"]})
+    if collected["power_samples"]:
+        atomic_write_json(path / "power.json", {"source": (collected["power"] or {}).get("source"),
+                                                "idle": collected["power_idle"], "samples": collected["power_samples"],
+                                                "markers": collected["markers"]})
     lines = [json.dumps(collected["samples"][i]) for i in sorted(collected["samples"])]
     lines.append(json.dumps({"type": "latency", "invoke_ms": collected["latency"]}))
     atomic_write_text(path / "samples.jsonl", "\n".join(lines) + "\n")

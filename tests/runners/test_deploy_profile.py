@@ -69,11 +69,11 @@ def test_deploy_and_profile_over_ssh_with_nasty_workdir(sshd, small_model, tmp_p
     res = run_cli("deploy", str(model), "--target", "dev", "--targets-dir", str(folder), "--json", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     first = json.loads(res.stdout)
-    assert len(first["sent"]) == 3 and first["unchanged"] == []
+    assert len(first["sent"]) == 4 and first["unchanged"] == []
     assert (workdir / "edgekd_agent.py").is_file() and (workdir / "models").is_dir()
     res = run_cli("deploy", str(model), "--target", "dev", "--targets-dir", str(folder), "--json", env=env)
     again = json.loads(res.stdout)
-    assert again["sent"] == [] and len(again["unchanged"]) == 3  # only what changed is sent
+    assert again["sent"] == [] and len(again["unchanged"]) == 4  # only what changed is sent
     res = run_cli("profile", str(model), "--target", "dev", "--targets-dir", str(folder), "--runs", "20",
                   "--min-time", "0", "--out", str(tmp_path / "out"), "--json", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
