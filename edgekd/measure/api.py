@@ -97,7 +97,8 @@ def profile_target(spec: TargetSpec, bundle: ModelBundle, settings: ProfileSetti
     params = {
         "target": spec.name, "engine": spec.runtime.engine, "threads": spec.runtime.threads,
         "runs": settings.runs, "warmup": settings.warmup, "min_time_s": settings.min_time_s,
-        "model": bundle.model.name, "format": bundle.fmt, "samples": int(len(bundle.eval_x)),
+        "model": bundle.model.name, "format": bundle.fmt or bundle.model.suffix.lstrip("."),
+        "model_bytes": bundle.model.stat().st_size, "samples": int(len(bundle.eval_x)),
     }
     collected: dict[str, Any] = {"env": None, "first_ms": None, "samples": {}, "latency": [], "done": False,
                                  "resumed": 0, "error": None, "power": None, "power_idle": [],
@@ -194,7 +195,12 @@ def _summarise(collected: dict[str, Any], bundle: ModelBundle, reference: np.nda
         outputs = np.stack([np.asarray(samples[i]["output"], dtype=np.float32) for i in idx])
         pred = outputs.argmax(axis=1)
         if bundle.eval_y is not None:
-            summary["accuracy"] = float((pred == bundle.eval_y[idx]).mean())
+            labels = bundle.eval_y[idx]
+            summary["accuracy"] = float((pred == labels).mean())
+            classes = max(int(outputs.shape[1]), int(labels.max()) + 1)
+            confusion = np.zeros((classes, classes), dtype=np.int64)
+            np.add.at(confusion, (labels, pred), 1)
+            summary["confusion"] = confusion.tolist()
         if reference is not None:
             ref = reference[idx]
             summary["agreement_with_host"] = float((pred == ref.argmax(axis=1)).mean())

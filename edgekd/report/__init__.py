@@ -1,0 +1,1 @@
+"""Reports over a run's artifact directories: the results store, the HTML report, run diffs."""
