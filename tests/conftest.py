@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.runners.models import build_int8_classifier
+from tests.runners.sshd import start_sshd
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -33,3 +36,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "hardware" in item.keywords and not targets:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 with its own host key and authorized key."""
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory):
+    """(model.tflite, eval.npz): a fast int8 classifier with 64 evaluation samples."""
+    return build_int8_classifier(tmp_path_factory.mktemp("small_model"))
+
+
+@pytest.fixture(scope="session")
+def slow_model(tmp_path_factory):
+    """A heavier model and 1500 samples, so a run can be interrupted half-way."""
+    return build_int8_classifier(tmp_path_factory.mktemp("slow_model"), size=48, channels=32, samples=1500)
