@@ -72,31 +72,17 @@ def _check_command_target(spec: TargetSpec) -> list[CheckResult]:
 
 
 def _check_serial(spec: TargetSpec) -> list[CheckResult]:
-    port = spec.transport.port  # type: ignore[union-attr]
-    results = []
-    try:
-        import serial  # noqa: F401  (pyserial)
-    except ImportError:
-        return [CheckResult("pyserial", False, "pyserial is not installed", "pip install pyserial")]
-    if not os.path.exists(port):
-        ports = sorted(str(p) for pattern in ("ttyACM*", "ttyUSB*") for p in Path("/dev").glob(pattern))
-        return [CheckResult(
-            "port", False, f"serial port {port} does not exist",
-            f"plug the board in; ports found: {', '.join(ports) or 'none'}; set transport.port in the target",
-        )]
-    try:
-        import serial
+    from edgekd.runners.serial import SerialLink
 
-        with serial.Serial(port, spec.transport.baud, timeout=0.1, dsrdtr=False, rtscts=False) as ser:  # type: ignore[union-attr]
-            ser.dtr = False
-        results.append(CheckResult("port", True, f"{port} opens at {spec.transport.baud} baud"))  # type: ignore[union-attr]
-    except (OSError, ValueError) as exc:
-        results.append(CheckResult(
-            "port", False, f"cannot open {port}: {exc}",
-            "is another program (a serial monitor) using it? is your user in the 'dialout' group?",
-        ))
-    results.extend(_toolchain_checks())
-    return results
+    t = spec.transport
+    # SerialLink opens without raising DTR/RTS, so checking a board never resets it.
+    link = SerialLink(t.port, t.baud)  # type: ignore[union-attr]
+    try:
+        link.open()
+    except EdgekdError as exc:
+        return [CheckResult("port", False, exc.message, exc.hint)] + _toolchain_checks()
+    link.close()
+    return [CheckResult("port", True, f"{t.port} opens at {t.baud} baud (DTR/RTS left low)")] + _toolchain_checks()  # type: ignore[union-attr]
 
 
 def _check_qemu(spec: TargetSpec) -> list[CheckResult]:

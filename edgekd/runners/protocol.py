@@ -39,7 +39,8 @@ class BoardError(DeviceError):
 
 
 class BoardReset(DeviceError):
-    """The board rebooted (m-init-done appeared) in the middle of a command."""
+    """The board rebooted (m-init-done appeared) in the middle of a command; the banner's
+    m-ready is still to come (DutClient.resync reads it)."""
 
     def __init__(self, message: str, hint: str | None = None, lines: list[str] | None = None):
         super().__init__(message, hint)
@@ -159,6 +160,13 @@ class InferResult:
     results: list[float]
     lap_us: list[int]
     per_inference_ticks: list[int] = field(default_factory=list)
+    wall_s_per_inference: float | None = None  # measured on the host, round trip included
+
+    def expected_latency_s(self) -> float | None:
+        """A per-inference latency to scale later time-outs: the larger of board time and wall time."""
+        board = (self.total_us / 1e6 / self.n) if self.total_us is not None and self.n else None
+        values = [v for v in (board, self.wall_s_per_inference) if v]
+        return max(values) if values else None
 
     @property
     def total_us(self) -> int | None:

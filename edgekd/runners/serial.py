@@ -17,6 +17,7 @@ import os
 import queue
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,11 @@ class TrafficLog:
                 self._fh.flush()
 
     def sent(self, data: bytes) -> None:
-        text = data.decode("ascii", errors="replace")
-        self._write(">", text if len(text) <= 200 else f"{text[:200]}... ({len(data)} bytes)")
+        if data and all(32 <= b < 127 for b in data):
+            text = data.decode("ascii")
+            self._write(">", text if len(text) <= 200 else f"{text[:200]}... ({len(data)} bytes)")
+        else:  # a binary upload: its size and checksum, not the bytes
+            self._write(">", f"<{len(data)} bytes binary, crc32 {zlib.crc32(data) & 0xFFFFFFFF:08x}>")
 
     def received(self, line: str) -> None:
         self._write("<", line)
@@ -288,6 +292,31 @@ class DutClient:
             elif proto.classify(line) == "noise":
                 self.noise.append(line)
 
+    def resync(self, timeout_s: float = 10.0, quiet_s: float = 0.5) -> bool:
+        """Back to a clean command state after a failed command or a reboot: let the board finish
+        (a binary upload that lost bytes ends with its own time-out, leftover bytes become
+        garbage commands), wait until the line is quiet, terminate any partial command with a
+        lone '%', and drain its answer. True when the board answered m-ready to it."""
+        deadline = time.monotonic() + timeout_s
+
+        def drain_until_quiet() -> bool:
+            saw_ready = False
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return saw_ready
+                line = self.link.read_line(min(quiet_s, left))
+                if line is None:
+                    return saw_ready
+                if line.strip() == proto.READY:
+                    saw_ready = True
+                else:
+                    self.noise.append(line)
+
+        drain_until_quiet()
+        self.link.write(proto.TERMINATOR.encode())
+        return drain_until_quiet()
+
     def handshake(self, retries: int = 3, timeout_s: float = 2.0) -> str:
         """`name%` until the board answers m-name-...; the DUT name. Retries, then a DeviceError."""
         last = ""
@@ -417,9 +446,15 @@ class DutClient:
         self.request(f"edgekd-laps {'on' if on else 'off'}")
 
     def infer(self, n: int = 1, warmup: int = 0, expected_latency_s: float | None = None) -> proto.InferResult:
+        """`infer N W`; the time-out grows with (N + W) x the expected latency of one inference."""
         timeout = proto.infer_timeout(n, warmup, expected_latency_s)
+        t0 = time.monotonic()
         reply = self.request(f"infer {n} {warmup}", timeout_s=timeout)
-        return proto.parse_infer(reply, n, warmup)
+        result = proto.parse_infer(reply, n, warmup)
+        # wall time per inference as the host saw it: an emulated board's virtual clock can run
+        # faster than real time, so time-outs use the larger of the two
+        result.wall_s_per_inference = (time.monotonic() - t0) / max(1, n + warmup)
+        return result
 
     def results(self) -> list[float]:
         reply = self.request("results")

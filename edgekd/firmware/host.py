@@ -1,0 +1,85 @@
+"""The firmware runtime compiled for this host: the same C (kernels + generated model) as the
+board runs, as a shared library driven through ctypes. Tests and benchmarks use it to compare
+with the TFLite and TFLite Micro interpreters on many inputs without an emulator."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import ConversionError, MissingDependencyError, UsageError
+from edgekd.firmware.sources import firmware_dir, src_dir
+
+HOST_CFLAGS = ["-std=c99", "-O2", "-fPIC", "-shared", "-ffp-contract=off", "-fwrapv", "-Wall", "-Wno-unused-const-variable"]
+
+
+@dataclass
+class HostModel:
+    library: Path
+    metadata: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        self._lib = ctypes.CDLL(str(self.library))
+        self._lib.ekd_host_run_batch.argtypes = [ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32]
+        self._lib.ekd_host_run_batch.restype = ctypes.c_int
+        self._lib.ekd_model_arena.restype = ctypes.c_void_p
+        self.in_bytes = sum(i["bytes"] for i in self.metadata["inputs"])
+        self.out_bytes = sum(o["bytes"] for o in self.metadata["outputs"])
+
+    def run_raw(self, batch: np.ndarray) -> np.ndarray:
+        """batch: [N, in_bytes] uint8 (all inputs back to back) -> [N, out_bytes] uint8."""
+        data = np.ascontiguousarray(batch, dtype=np.uint8).reshape(-1, self.in_bytes)
+        out = np.empty((data.shape[0], self.out_bytes), dtype=np.uint8)
+        rc = self._lib.ekd_host_run_batch(data.shape[0], data.ctypes.data, self.in_bytes, out.ctypes.data, self.out_bytes)
+        if rc != 0:
+            raise UsageError(f"input of {self.in_bytes} bytes does not match the model")
+        return out
+
+    def arena(self) -> np.ndarray:
+        """The activation arena after the last run (all tensors, when built with reuse_arena=False)."""
+        n = int(self.metadata["arena_bytes"])
+        return np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(self._lib.ekd_model_arena())).copy()
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        """inputs: [N, *input_shape] of the (single) input's dtype -> [N, *output_shape] of the output's dtype."""
+        if len(self.metadata["inputs"]) != 1 or len(self.metadata["outputs"]) != 1:
+            raise UsageError("run() takes single-input single-output models; use run_raw()")
+        meta_in, meta_out = self.metadata["inputs"][0], self.metadata["outputs"][0]
+        x = np.asarray(inputs)
+        if x.dtype != np.dtype(_np_dtype(meta_in["dtype"])):
+            raise UsageError(f"inputs are {x.dtype}, the model takes {meta_in['dtype']}")
+        n = x.shape[0]
+        raw = self.run_raw(x.reshape(n, -1).view(np.uint8))
+        return raw.view(_np_dtype(meta_out["dtype"])).reshape([n] + list(meta_out["shape"]))
+
+
+def _np_dtype(name: str):
+    return {"int8": np.int8, "uint8": np.uint8, "bool": np.uint8, "int16": np.int16, "int32": np.int32, "float32": np.float32}[name]
+
+
+def build_host_model(model: str | os.PathLike, out_dir: str | os.PathLike, reference: str = "tflite",
+                     compiler: str | None = None, reuse_arena: bool = True) -> HostModel:
+    """Generate C from the .tflite into out_dir and compile it with the host compiler."""
+    from edgekd.convert.tflite2c import write_model_sources
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metadata = write_model_sources(model, out, reference=reference, reuse_arena=reuse_arena)  # type: ignore[arg-type]
+    cc = compiler or os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        raise MissingDependencyError("no C compiler found for the host build", hint="apt-get install gcc")
+    lib = out / "libekd_model.so"
+    src = src_dir()
+    argv = [cc, *HOST_CFLAGS, f"-I{src}", str(out / "model.c"), str(src / "ekd_kernels.c"),
+            str(firmware_dir() / "host" / "ekd_host.c"), "-o", str(lib)]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise ConversionError(f"host build failed:\n{proc.stderr[-3000:]}", hint=" ".join(argv))
+    return HostModel(lib, metadata)

@@ -1,0 +1,109 @@
+"""The firmware runtime, compiled for this host, against the TFLite and TFLite Micro interpreters.
+
+Same C as on the board (kernels + generated model); many random int8 inputs per model; the
+outputs must be identical, not close.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgekd.firmware.reference_models import random_int8_inputs
+
+MODELS = ["cnn_ops", "eye_snn", "skeleton_sgcn", "face_cnn", "misc_ops"]
+N_INPUTS = 300
+
+
+def _litert_ref(path, inputs):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    i, o = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    outs = []
+    for x in inputs:
+        interp.set_tensor(i, x)
+        interp.invoke()
+        outs.append(interp.get_tensor(o).copy())
+    return np.stack(outs)
+
+
+def _tflm(path, inputs):
+    runtime = pytest.importorskip("tflite_micro").runtime
+    interp = runtime.Interpreter.from_file(str(path), arena_size=1 << 20)
+    outs = []
+    for x in inputs:
+        interp.set_input(x, 0)
+        interp.invoke()
+        outs.append(np.asarray(interp.get_output(0)).copy())
+    return np.stack(outs)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_host_build_matches_tflite_reference_kernels(name, ref_model, tmp_path, host_cc):
+    from edgekd.firmware.host import build_host_model
+
+    path = ref_model(name)
+    host = build_host_model(path, tmp_path / "host", reference="tflite")
+    x = random_int8_inputs(tuple(host.metadata["inputs"][0]["shape"]), N_INPUTS, seed=7)
+    mine = host.run(x)
+    theirs = _litert_ref(path, x).reshape(mine.shape)
+    same = np.all(mine.reshape(N_INPUTS, -1) == theirs.reshape(N_INPUTS, -1), axis=1)
+    assert same.all(), f"{name}: {int((~same).sum())} of {N_INPUTS} inputs differ, first at {int(np.argmin(same))}"
+    # the outputs are not trivially constant (a broken model would agree on garbage too)
+    assert len({tuple(r) for r in mine.reshape(N_INPUTS, -1)[:50]}) > 5
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_host_build_matches_tflite_micro(name, ref_model, tmp_path, host_cc):
+    from edgekd.firmware.host import build_host_model
+
+    path = ref_model(name)
+    host = build_host_model(path, tmp_path / "host", reference="tflm")
+    x = random_int8_inputs(tuple(host.metadata["inputs"][0]["shape"]), 200, seed=11)
+    mine = host.run(x)
+    theirs = _tflm(path, x).reshape(mine.shape)
+    assert np.array_equal(mine, theirs)
+
+
+def test_eye_snn_has_the_lif_op_pattern(ref_model):
+    """The eye stand-in uses exactly the op pattern DESIGN.md lists for an unrolled LIF SNN."""
+    from edgekd.convert.tflite2c import load_graph
+
+    ops = set(load_graph(ref_model("eye_snn")).op_counts())
+    design = {"CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "GREATER_EQUAL", "CAST", "CONCATENATION",
+              "TRANSPOSE", "PAD", "MEAN", "RESHAPE", "QUANTIZE"}
+    assert design <= ops, f"missing {design - ops}"
+
+
+def test_cnn_covers_the_cnn_ops(ref_model):
+    from edgekd.convert.tflite2c import load_graph
+
+    ops = set(load_graph(ref_model("cnn_ops")).op_counts())
+    want = {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "MAX_POOL_2D", "ADD", "SUB", "MUL", "MAXIMUM", "PAD",
+            "CONCATENATION", "TRANSPOSE", "MEAN", "FULLY_CONNECTED", "LOGISTIC"}
+    assert want <= ops, f"missing {want - ops}"
+
+
+def test_misc_ops_covers_the_data_movement_ops(ref_model):
+    from edgekd.convert.tflite2c import load_graph
+
+    ops = set(load_graph(ref_model("misc_ops")).op_counts())
+    want = {"SPLIT", "UNPACK", "PACK", "SLICE", "GATHER", "STRIDED_SLICE", "TANH", "LEAKY_RELU", "HARD_SWISH",
+            "MINIMUM", "CONV_2D", "FULLY_CONNECTED"}
+    assert want <= ops, f"missing {want - ops}"
+
+
+def test_reference_flavours_really_differ(ref_model, tmp_path, host_cc):
+    """TFLite's reference FULLY_CONNECTED rounds through double, TFLite Micro through the fixed-point
+    multiplier: on enough inputs the two flavours disagree somewhere, which is why there are two."""
+    from edgekd.firmware.host import build_host_model
+
+    path = ref_model("skeleton_sgcn")
+    a = build_host_model(path, tmp_path / "a", reference="tflite")
+    b = build_host_model(path, tmp_path / "b", reference="tflm")
+    x = random_int8_inputs(tuple(a.metadata["inputs"][0]["shape"]), 300, seed=3)
+    ya, yb = a.run(x), b.run(x)
+    assert not np.array_equal(ya, yb)
+    assert np.abs(ya.astype(int) - yb.astype(int)).max() <= 8
