@@ -13,6 +13,11 @@ Commands:
       the environment, then one `sample` line per evaluation input (output + latency), then
       `latency` lines from timed runs, then `done`. Samples are also appended to a progress file,
       so a rerun after a crash resumes where it stopped.
+  stream --model FILE [--threads K --engine E --power SOURCE ...]
+      live inference (the demo): a `ready` line with the input shape, then for each stdin line
+      {"i": N, "npy": base64 of an .npy array in the model's input layout} one `output` line
+      (output, latency, and the newest power sample when a source was opened); a bad line gets
+      an `error` line and the stream goes on; EOF ends it.
 
 The agent exits when its stdin closes (the host went away), so a dropped SSH session or a
 Ctrl-C on the host never leaves it running on the device.
@@ -483,10 +488,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         t_end = time.perf_counter()
         line = {"type": "sample", "run_key": run_key, "i": i, "invoke_ms": (t_done - t_invoke) * 1e3,
                 "e2e_ms": (t_end - t_start) * 1e3, "output": [round(float(v), 6) for v in y]}
-        emit(line)
+        # Record before reporting: the host never holds a sample the device could not resume from.
         if progress:
             progress.write(json.dumps(line) + "\n")
             progress.flush()
+        emit(line)
     if progress:
         progress.close()
 
@@ -518,6 +524,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    """One inference per stdin line, answered in order; stdin closing ends the stream."""
+    import io
+
+    import numpy as np
+
+    try:
+        model = open_model(args.model, args.engine, args.threads)
+    except AgentError as exc:
+        emit({"type": "error", "message": exc.message, "hint": exc.hint})
+        return 2
+    emit(environment(model.runtime, model.runtime_version, args.engine, args.threads))
+    sampler = start_power(args)  # the board's power on the demo's screen, when it has a source
+    emit({"type": "ready", "input_shape": model.input_shape})
+    count = 0
+    for raw in sys.stdin:
+        if not raw.strip():
+            continue
+        index = None
+        try:
+            request = json.loads(raw)
+            index = request.get("i")
+            x = np.load(io.BytesIO(base64.b64decode(request["npy"])), allow_pickle=False)
+            if x.size != int(np.prod(model.input_shape)):
+                raise ValueError(f"input has shape {list(x.shape)} but the model expects {model.input_shape}")
+            t_start = time.perf_counter()
+            tensor = model.prepare(np.asarray(x, dtype=np.float32))
+            t_invoke = time.perf_counter()
+            model.invoke(tensor)
+            t_done = time.perf_counter()
+            y = model.output()
+            t_end = time.perf_counter()
+        except Exception as exc:  # one bad request must not end a live stream
+            emit({"type": "error", "i": index, "message": f"{type(exc).__name__}: {exc}"})
+            continue
+        count += 1
+        line = {"type": "output", "i": index, "invoke_ms": (t_done - t_invoke) * 1e3, "e2e_ms": (t_end - t_start) * 1e3,
+                "output": [round(float(v), 6) for v in y]}
+        if sampler is not None and sampler.samples:
+            line["power_w"] = round(sampler.samples[-1][1], 6)
+        emit(line)
+    if sampler is not None:
+        sampler.stop()
+        sampler.source.close()
+    emit({"type": "done", "inferences": count})
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edgekd_agent", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"edgekd-agent {AGENT_VERSION}")
@@ -542,13 +596,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", help="file that records finished samples, for resuming")
     p.add_argument("--run-key", help="identifies the model+inputs+settings in the progress file")
     p.add_argument("--watch-stdin", action="store_true", help="exit when stdin closes")
+    add_power_arguments(p)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("stream", help="live inference: one .npy input per stdin JSON line")
+    p.add_argument("--model", required=True)
+    p.add_argument("--engine", default="tflite", choices=["tflite", "edgetpu", "onnxruntime", "tensorrt"])
+    p.add_argument("--threads", type=int, default=1)
+    add_power_arguments(p)
+    p.set_defaults(func=cmd_stream)
+    return parser
+
+
+def add_power_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--power", action="append", default=[], help="power source to try, in order (repeatable)")
     p.add_argument("--power-root", default="/sys", help="sysfs root (a copy of it in tests)")
     p.add_argument("--power-rate", type=float, default=100.0, help="samples per second")
     p.add_argument("--power-options", help="JSON: i2c_bus, i2c_address, shunt_ohms, interval_ms")
     p.add_argument("--idle-s", type=float, default=1.0, help="seconds of idle baseline before the run")
-    p.set_defaults(func=cmd_run)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
