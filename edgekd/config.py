@@ -246,6 +246,8 @@ class TrainSection(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     num_workers: int = Field(0, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"  # learning rate over the epochs
+    metric: str = "accuracy"  # validation metric that picks the best checkpoint (higher is better)
 
 
 class ConvertSection(Strict):
@@ -266,6 +268,9 @@ class Recipe(Strict):
     student: ModelSection | None = None
     losses: list[LossTerm] = Field(default_factory=list)
     train: TrainSection = Field(default_factory=TrainSection)
+    # Teacher training (edgekd train): its own loss terms and schedule; default ce and [train].
+    teacher_losses: list[LossTerm] = Field(default_factory=list)
+    teacher_train: TrainSection | None = None
     convert: ConvertSection = Field(default_factory=ConvertSection)
 
 

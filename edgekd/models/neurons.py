@@ -1,0 +1,239 @@
+"""Leaky integrate-and-fire neurons with explicit state and surrogate gradients.
+
+`spike, state = lif(x, state, params)` advances one time step. The state is the membrane
+potential *before* reset (snntorch's convention): the reset of step t is applied at step t+1
+from that stored potential, so the dynamics equal `snntorch.Leaky` with the same beta,
+threshold and reset mechanism:
+
+    reset_t  = H(state_{t-1} - threshold)                       (no gradient)
+    mem_t    = beta * state_{t-1} + x_t - reset_t * threshold    (reset="subtract", soft)
+    mem_t    = beta * (1 - reset_t) * state_{t-1} + x_t          (reset="zero", hard)
+    spike_t  = H(mem_t - threshold)                             (surrogate gradient in training)
+
+H is `>=` (snntorch uses `>`; the two differ only when the potential equals the threshold
+exactly). In export mode the spike is a plain comparison and a cast, so a model unrolled over
+its time steps exports with GreaterOrEqual/Cast/Mul/Add/Sub only (no custom autograd op).
+Nothing here keeps state between calls: the caller threads `state` through.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from edgekd.errors import ConfigError, did_you_mean
+
+Surrogate = Literal["rectangular", "sigmoid", "atan"]
+Reset = Literal["subtract", "zero", "none"]
+SURROGATES = ("rectangular", "sigmoid", "atan")
+RESETS = ("subtract", "zero", "none")
+
+
+@dataclass(frozen=True)
+class LIFParams:
+    """beta: membrane decay per step (tau form: beta = 1 - 1/tau); alpha: surrogate sharpness
+    (atan: snntorch's alpha; sigmoid: slope; rectangular: 1/width of the window)."""
+
+    beta: float = 0.5
+    threshold: float = 1.0
+    reset: Reset = "subtract"
+    surrogate: Surrogate = "atan"
+    alpha: float = 2.0
+    export: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.beta <= 1.0:
+            raise ConfigError(f"LIF beta must be in [0, 1], got {self.beta}", hint="beta = 1 - 1/tau, e.g. tau=2 -> 0.5")
+        if self.threshold <= 0:
+            raise ConfigError(f"LIF threshold must be > 0, got {self.threshold}")
+        if self.reset not in RESETS:
+            raise ConfigError(f"unknown LIF reset '{self.reset}'{did_you_mean(self.reset, RESETS)}",
+                              hint=f"one of {', '.join(RESETS)}")
+        if self.surrogate not in SURROGATES:
+            raise ConfigError(f"unknown surrogate '{self.surrogate}'{did_you_mean(self.surrogate, SURROGATES)}",
+                              hint=f"one of {', '.join(SURROGATES)}")
+        if self.alpha <= 0:
+            raise ConfigError(f"surrogate alpha must be > 0, got {self.alpha}")
+
+    @classmethod
+    def from_tau(cls, tau: float, **kwargs: Any) -> LIFParams:
+        if tau < 1.0:
+            raise ConfigError(f"LIF tau must be >= 1, got {tau}")
+        return cls(beta=1.0 - 1.0 / tau, **kwargs)
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any] | None) -> LIFParams:
+        """From a recipe's `lif = {...}` table (keys: beta or tau, threshold, reset, surrogate, alpha)."""
+        cfg = dict(cfg or {})
+        allowed = {"beta", "tau", "threshold", "reset", "surrogate", "alpha"}
+        for key in cfg:
+            if key not in allowed:
+                raise ConfigError(f"unknown LIF key '{key}'{did_you_mean(key, allowed)}",
+                                  hint=f"valid: {', '.join(sorted(allowed))}")
+        if "tau" in cfg and "beta" in cfg:
+            raise ConfigError("LIF: give either tau or beta, not both", hint="beta = 1 - 1/tau")
+        if "tau" in cfg:
+            return cls.from_tau(float(cfg.pop("tau")), **cfg)
+        return cls(**cfg)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("export")
+        return d
+
+
+# ---------------------------------------------------------------- surrogate spike functions
+
+
+class _Rectangular(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, u: Tensor, alpha: float) -> Tensor:
+        ctx.save_for_backward(u)
+        ctx.alpha = alpha
+        return (u >= 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (u,) = ctx.saved_tensors
+        # Box of width 1/alpha and height alpha around the threshold (area 1), as in STBP/SEEN.
+        window = (u.abs() < 0.5 / ctx.alpha).to(grad.dtype)
+        return grad * window * ctx.alpha, None
+
+
+class _Sigmoid(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, u: Tensor, alpha: float) -> Tensor:
+        ctx.save_for_backward(u)
+        ctx.alpha = alpha
+        return (u >= 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (u,) = ctx.saved_tensors
+        s = torch.sigmoid(ctx.alpha * u)
+        return grad * ctx.alpha * s * (1 - s), None
+
+
+class _ATan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, u: Tensor, alpha: float) -> Tensor:
+        ctx.save_for_backward(u)
+        ctx.alpha = alpha
+        return (u >= 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (u,) = ctx.saved_tensors
+        a = ctx.alpha
+        return grad * (a / 2) / (1 + (math.pi / 2 * a * u) ** 2), None
+
+
+_SURROGATE_FN = {"rectangular": _Rectangular, "sigmoid": _Sigmoid, "atan": _ATan}
+
+
+def spike_fn(u: Tensor, params: LIFParams) -> Tensor:
+    """Heaviside of `u` (= membrane - threshold); surrogate gradient unless in export mode."""
+    if params.export:
+        return (u >= 0).to(u.dtype)
+    return _SURROGATE_FN[params.surrogate].apply(u, params.alpha)
+
+
+def lif(x: Tensor, state: Tensor | None, params: LIFParams) -> tuple[Tensor, Tensor]:
+    """One LIF step: input current `x`, previous membrane `state` (None = at rest)."""
+    if state is None:
+        mem = x  # beta * 0 + x: no op on a zero tensor, so exported graphs stay small
+    else:
+        if params.reset == "none":
+            mem = params.beta * state + x
+        else:
+            fired = (state >= params.threshold).to(state.dtype).detach()
+            if params.reset == "subtract":
+                mem = params.beta * state + x - fired * params.threshold
+            else:
+                mem = params.beta * (state - fired * state) + x
+    if params.export:
+        spike = (mem >= params.threshold).to(mem.dtype)
+    else:
+        spike = spike_fn(mem - params.threshold, params)
+    return spike, mem
+
+
+# ---------------------------------------------------------------- time-step handling
+
+
+def unbind_steps(x: Tensor, dim: int, export: bool) -> list[Tensor]:
+    """Split `x` along its time axis `dim` into per-step tensors.
+
+    In export mode each step is picked by a fixed one-hot fully connected layer instead of a
+    slice, so the exported graph needs no SLICE/SPLIT/GATHER (the int8 C runtime implements
+    FULLY_CONNECTED, RESHAPE and TRANSPOSE but not those)."""
+    if not export:
+        return list(x.unbind(dim))
+    dim = dim % x.dim()
+    steps = x.shape[dim]
+    moved = x.movedim(dim, -1)
+    rest = moved.shape[:-1]
+    flat = moved.reshape(-1, steps)
+    out = []
+    for t in range(steps):
+        # built from a Python list so it is traced as a constant (not EyeLike + Slice)
+        one_hot = torch.tensor([[1.0 if i == t else 0.0 for i in range(steps)]], dtype=x.dtype, device=x.device)
+        out.append(nn.functional.linear(flat, one_hot).reshape(rest))
+    return out
+
+
+def stack_steps(xs: Sequence[Tensor], dim: int) -> Tensor:
+    """Inverse of unbind_steps: reshape + concatenate (exports as RESHAPE + CONCATENATION)."""
+    first = xs[0]
+    dim = dim % (first.dim() + 1)
+    shape = list(first.shape)
+    shape.insert(dim, 1)
+    return torch.cat([x.reshape(shape) for x in xs], dim=dim)
+
+
+class LIF(nn.Module):
+    """A layer of LIF neurons run over a whole sequence along `time_dim`.
+
+    Keeps no state between calls (the sequence's state lives in `forward`). Firing rates are
+    read by hooks on these modules (see `edgekd.models.firing_rates`)."""
+
+    def __init__(self, params: LIFParams | None = None, time_dim: int = 1):
+        super().__init__()
+        self.params = params or LIFParams()
+        self.time_dim = time_dim
+
+    def extra_repr(self) -> str:
+        p = self.params
+        return f"beta={p.beta}, threshold={p.threshold}, reset={p.reset}, surrogate={p.surrogate}, time_dim={self.time_dim}"
+
+    def step(self, x: Tensor, state: Tensor | None) -> tuple[Tensor, Tensor]:
+        return lif(x, state, self.params)
+
+    def forward(self, x: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
+        """x: a tensor with time along `time_dim`, or a list of per-step tensors (export mode)."""
+        as_list = isinstance(x, list)
+        export = self.params.export
+        steps = x if as_list else unbind_steps(x, self.time_dim, export)
+        state: Tensor | None = None
+        spikes = []
+        for xt in steps:
+            s, state = lif(xt, state, self.params)
+            spikes.append(s)
+        if as_list:
+            return spikes
+        return stack_steps(spikes, self.time_dim) if export else torch.stack(spikes, dim=self.time_dim)
+
+
+def set_export_mode(model: nn.Module, export: bool = True) -> nn.Module:
+    """Switch every LIF layer (and models that read `export_mode`) to plain-comparison spikes."""
+    for module in model.modules():
+        if isinstance(module, LIF):
+            module.params = replace(module.params, export=export)
+        if hasattr(module, "export_mode"):
+            module.export_mode = export
+    return model
