@@ -30,8 +30,8 @@ Log = Callable[[str], None]
 # on 2 CPU cores (the full recipes are for real training).
 QUICKSTART = {
     "eye": ("eye-mskd", [
-        "data.options.samples=840", "data.options.subjects=24",
-        "teacher_train.epochs=8", "train.epochs=10", "train.batch_size=32",
+        "data.options.samples=1120", "data.options.subjects=28",
+        "teacher_train.epochs=10", "train.epochs=20", 'student.params={size="small"}',
         "convert.calibration_samples=100",
     ]),
     "skeleton": ("skeleton-mksgn", [
