@@ -110,7 +110,9 @@ def test_bit_exact_on_the_emulated_board(name, n, firmware, tmp_path):
     assert 0.0 <= res["accuracy"] <= 1.0
     t = res["timing"]
     assert t["instructions_per_inference"] > 1e4
-    assert t["instructions_spread"] <= t["instruction_resolution"]  # -icount: repeatable to one tick
+    # -icount makes runs repeatable; each SysTick reading at the window's two ends is quantized to
+    # one tick, so two measurements of the same inference differ by at most two ticks.
+    assert t["instructions_spread"] <= 2 * t["instruction_resolution"]
     mem = res["memory_on_board"]
     assert 0 < mem["stack_used"] < mem["stack_size"] and mem["arena"] == build.model["arena_bytes"]
     assert (build.out_dir / "profile.json").is_file() and (build.out_dir / "device_outputs.npy").is_file()
