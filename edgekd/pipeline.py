@@ -267,18 +267,14 @@ def _firmware_summary(result: dict[str, Any]) -> dict[str, Any]:
             flat[prefix[:-1]] = obj
 
     walk("", result)
-    pick = {
-        "accuracy": ("accuracy",), "agreement_with_tflite": ("agreement", "agreement_with_tflite", "bit_exact_fraction"),
-        "cycles_per_inference": ("cycles_per_inference", "timing.cycles_per_inference", "instructions_per_inference"),
-        "flash_kb": ("build.flash_kb", "flash_kb", "build.size.flash_kb"), "ram_kb": ("build.ram_kb", "ram_kb", "build.size.ram_kb"),
-        "tflm_arena_kb": ("build.tflm_arena_kb", "tflm_arena_kb"),
-    }
-    summary = {}
-    for key, candidates in pick.items():
-        for c in candidates:
-            if c in flat:
-                summary[key] = flat[c]
-                break
+    summary: dict[str, Any] = {}
+    for key, source, scale in (("accuracy", "accuracy", 1), ("agreement_with_tflite", "top1_agreement", 1),
+                               ("bit_exact_inputs", "bit_exact_inputs", 1), ("samples", "n_done", 1),
+                               ("cycles_per_inference", "timing.instructions_per_inference", 1),
+                               ("flash_kb", "flash_bytes", 1 / 1024), ("ram_kb", "ram_bytes", 1 / 1024),
+                               ("arena_kb", "arena_bytes", 1 / 1024)):
+        if source in flat:
+            summary[key] = flat[source] * scale
     return summary
 
 
