@@ -91,7 +91,7 @@ def bench_student(task: str, quick: bool, run_dir: str | None, work: Path, log: 
         overrides = spec["quick" if quick else "full"] + [f"student.arch={spec['student']['arch']}"]
         overrides += [f"student.params.{k}={v!r}".replace("'", '"') for k, v in spec["student"]["params"].items()]
         recipe = load_recipe(spec["recipe"], overrides)
-        steps = 60 if quick else 400
+        steps = 150 if quick else 400
         model, data = train_student(recipe, steps, recipe.seed)
         origin = f"{recipe.name} student trained {steps} steps with cross-entropy on {recipe.data.source} data"
     train_s = time.perf_counter() - start

@@ -197,6 +197,13 @@ def failure_error(hop: HopResult, parity_path: Path) -> ParityError:
     message = f"{hop.hop} is beyond its limit on {hop.samples} held-out samples: " + "; ".join(hop.failures)
     if worst:
         message += f". Worst classes: {worst}"
+    divergence = (hop.layers or {}).get("float_divergence")
+    if divergence:
+        message += (f". The float model departs from ONNX at TFLite op #{divergence['index']} {divergence['op']} "
+                    f"'{divergence['tensor']}' (its inputs match ONNX {', '.join(str(f) for f in divergence['inputs_match_onnx'][:2])}"
+                    + (f"; ONNX consumers {', '.join(divergence['onnx_consumers'][:3])}" if divergence["onnx_consumers"] else "")
+                    + (f"; torch module {', '.join(divergence['torch_modules'][:3])}" if divergence["torch_modules"] else "")
+                    + ")")
     culprit = (hop.layers or {}).get("culprit")
     if culprit:
         message += (f". The error appears at {culprit['op']} '{culprit['tensor']}' "
@@ -285,6 +292,54 @@ def layer_report(fp32_tflite: str | Path, int8_tflite: str | Path, io: Any, inpu
             "culprit": ranked[0] if ranked else None}
 
 
+def float_divergence(fp32_tflite: str | Path, onnx_path: str | Path, io: Any, inputs: Mapping[str, np.ndarray],
+                     node_modules: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Where a float TFLite model first departs from its ONNX model, on one sample.
+
+    Every TFLite op output is looked up among the ONNX intermediate values by its sorted
+    values (layout-free); the first op whose output has no match while its inputs do is where
+    the conversion went wrong (onnx2tf picks a wrong axis when two dimensions are equal, e.g.
+    8 channels over 8 time steps). Its inputs' ONNX producers name the ONNX node that
+    consumes them and the torch module it came from."""
+    from edgekd.convert.ops import inventory
+    from edgekd.convert.runtime import TFLiteRunner
+
+    sample = {k: v[:1] for k, v in inputs.items()}
+    graph = _OnnxValues(onnx_path, sample)
+    by_size: dict[int, list[tuple[str, np.ndarray]]] = {}
+    for node, _op, value in graph.values:
+        by_size.setdefault(value.size, []).append((node, np.sort(value.ravel())))
+    runner = TFLiteRunner(fp32_tflite, io, preserve_all_tensors=True)
+    runner.run_one({k: v[0] for k, v in sample.items()})
+    inv = inventory(fp32_tflite)
+    matched: dict[int, str | None] = {}
+
+    def match(t: int) -> str | None:
+        if t not in matched:
+            value = np.sort(runner.interp.get_tensor(t).astype(np.float32).ravel())
+            tol = 1e-4 * (1.0 + float(np.abs(value).max()) if value.size else 1.0)
+            matched[t] = next((node for node, ref in by_size.get(value.size, [])
+                               if float(np.abs(ref - value).max()) <= tol), None)
+        return matched[t]
+
+    for t in inv.inputs:
+        matched[t] = "(input)"
+    consumers: dict[str, list[str]] = {}
+    for node in graph.nodes.values():
+        for i in node.input:
+            consumers.setdefault(graph.producer.get(i, i), []).append(node.name)
+    for op in inv.ops:
+        ins = [t for t in op.inputs if t >= 0 and not inv.tensors[t].constant]
+        if not ins or any(match(t) is None for t in ins) or match(op.outputs[0]) is not None:
+            continue
+        feeding = [matched[t] for t in ins]
+        after = sorted({c for f in feeding for c in consumers.get(f or "", [])})
+        modules = sorted({node_modules[c] for c in after if node_modules and c in node_modules})
+        return {"index": op.index, "op": op.op, "tensor": inv.tensors[op.outputs[0]].name,
+                "inputs_match_onnx": feeding, "onnx_consumers": after[:5], "torch_modules": modules[:5]}
+    return {}
+
+
 def _all_tensors(runner: Any, inputs: Mapping[str, np.ndarray], dequantize_with: Any = None) -> dict[int, tuple[str, np.ndarray]]:
     """{tensor index: (name, stacked values over samples)} of every non-constant tensor."""
     details = [d for d in runner.interp.get_tensor_details()]
@@ -349,8 +404,8 @@ def channel_relative_error(ref: np.ndarray, test: np.ndarray) -> float:
     channel that squeezes the others' int8 resolution shows up at the layer that made it."""
     if ref.ndim < 2 or ref.shape[-1] == 1:
         return float(np.linalg.norm(test - ref)) / (float(np.linalg.norm(ref)) or 1.0)
-    r = ref.reshape(-1, ref.shape[-1])
-    t = test.reshape(-1, test.shape[-1])
+    r = ref.reshape(-1, ref.shape[-1]).astype(np.float64)
+    t = test.reshape(-1, test.shape[-1]).astype(np.float64)
     norms = np.linalg.norm(r, axis=0)
     live = norms > 1e-6 * max(float(norms.max()), 1e-12)
     if not live.any():

@@ -46,6 +46,12 @@ class OnnxOptions:
     # requantizes and can move a value by one step, which flips spikes downstream; a Slice or
     # Gather selects exactly. Both run on every engine edgekd targets (the C runtime included).
     exact_selection: bool = True
+    # A BatchNormalization that follows no conv (e.g. after a spiking fusion sum) is written as
+    # Mul + Add by per-channel constants shaped (1, C, 1, ...). onnx2tf then moves those
+    # constants with the tensor's layout; its own BatchNormalization picked the wrong axis when
+    # the channel count equalled another dimension (8 channels over 8 time steps), and its
+    # strict mode checks Mul/Add broadcasts against onnxruntime.
+    decompose_batchnorm: bool = True
     extra_notes: list[str] = field(default_factory=list)
 
 
@@ -85,6 +91,10 @@ def torch2onnx(model: Any, out_dir: str | os.PathLike, options: OnnxOptions) -> 
     check_graph(proto, model, calls)
     if options.fold_constants:
         proto = fold_constants(proto)
+    if options.decompose_batchnorm:
+        proto, n_bn = batchnorm_to_mul_add(proto)
+        if n_bn:
+            options.extra_notes.append(f"{n_bn} BatchNormalization nodes not folded into a conv became Mul + Add")
     if options.exact_selection:
         proto, replaced = one_hot_matmuls_to_slices(proto)
         if replaced:
@@ -170,6 +180,47 @@ def one_hot_matmuls_to_slices(proto: Any) -> tuple[Any, int]:
     proto.graph.initializer.extend(keep)
     onnx.checker.check_model(proto)
     return proto, replaced
+
+
+def batchnorm_to_mul_add(proto: Any) -> tuple[Any, int]:
+    """Inference-mode BatchNormalization -> x * scale + shift with (1, C, 1, ..) constants."""
+    import numpy as np
+    from onnx import helper, numpy_helper, shape_inference
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    inferred = shape_inference.infer_shapes(proto)
+    ranks = {v.name: len(v.type.tensor_type.shape.dim)
+             for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)}
+    new_nodes, new_inits, done = [], [], 0
+    for node in proto.graph.node:
+        params = node.input[1:5]
+        rank = ranks.get(node.input[0]) if node.input else None
+        if node.op_type != "BatchNormalization" or len(node.output) != 1 or not rank or \
+                not all(p in inits for p in params):
+            new_nodes.append(node)
+            continue
+        eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[p]).astype(np.float64) for p in params)
+        scale = gamma / np.sqrt(var + eps)
+        shift = beta - mean * scale
+        shape = (1, len(scale)) + (1,) * (rank - 2)
+        base = (node.name or node.output[0]).replace("/", "_").strip("_")
+        s_name, b_name, mid = f"{base}_scale", f"{base}_shift", f"{node.output[0]}_scaled"
+        new_inits += [numpy_helper.from_array(scale.reshape(shape).astype(np.float32), s_name),
+                      numpy_helper.from_array(shift.reshape(shape).astype(np.float32), b_name)]
+        new_nodes += [helper.make_node("Mul", [node.input[0], s_name], [mid], name=f"{node.name}/Mul"),
+                      helper.make_node("Add", [mid, b_name], list(node.output), name=f"{node.name}/Add")]
+        done += 1
+    if not done:
+        return proto, 0
+    del proto.graph.node[:]
+    proto.graph.node.extend(new_nodes)
+    proto.graph.initializer.extend(new_inits)
+    used = {i for n in proto.graph.node for i in n.input}
+    keep = [i for i in proto.graph.initializer if i.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+    return proto, done
 
 
 def _one_hot_columns(w: Any) -> list[int] | None:
@@ -298,9 +349,14 @@ def module_for_node(node_name: str, module_names: Sequence[str], calls: Sequence
     if not parts:
         return None
     last = parts[-1]
+    names = set(module_names)
+    # the innermost enclosing scope that is a full module path ('/units/units.2/tcn/Conv')
+    prefix = next((p for p in reversed(parts[:-1]) if p in names), None)
     for short, idx in _scope_readings(last):
         candidates = [n for n in module_names if n == short or n.endswith("." + short)]
-        if parts[0] != last:
+        if prefix is not None:
+            candidates = [c for c in candidates if c.startswith(prefix + ".")] or candidates
+        elif parts[0] != last:
             top = _scope_readings(parts[0])[-1][0]
             narrowed = [c for c in candidates if c == top or c.startswith(top + ".") or f".{top}." in f".{c}"]
             candidates = narrowed or candidates

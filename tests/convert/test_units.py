@@ -223,6 +223,9 @@ def test_onnx_node_names_map_to_the_torch_module_of_each_call() -> None:
     assert module_for_node("/head_3/Gemm", modules, calls) == "head"
     assert module_for_node("/features/features.0/Conv", modules, calls) == "features.0"
     assert module_for_node("/Reshape", modules, calls) is None
+    units = ["units", "units.0", "units.0.tcn", "units.2", "units.2.tcn"]
+    assert module_for_node("/units/units.2/tcn/Conv", units, ["units", "units.0", "units.0.tcn", "units.2", "units.2.tcn"]) \
+        == "units.2.tcn"
 
 
 def test_unsupported_torch_op_names_the_op_and_module(tmp_path: Path) -> None:
@@ -355,3 +358,16 @@ def test_one_hot_selection_matmuls_become_exact_slices_and_gathers() -> None:
     for u, v in zip(before, after):
         np.testing.assert_array_equal(u, v)
     assert onnx.checker.check_model(rewritten) is None
+
+
+def test_calibration_set_directory_is_loaded_for_the_model_and_checked(tmp_path: Path) -> None:
+    from edgekd.convert.representative import from_directory
+    from edgekd.data.calibration import build_calibration
+
+    opts = {"samples": 120, "subjects": 6, "frames": 4, "size": 16}
+    build_calibration("eye", "synthetic", tmp_path / "cal", n=40, **opts)
+    rep = from_directory(tmp_path / "cal", ["frames"], "eye")
+    assert rep.inputs["frames"].shape == (40, 4, 1, 16, 16) and len(rep) == 40
+    assert diagnose(rep.inputs, {"frames": (1, 4, 1, 16, 16)}, None) == []
+    with pytest.raises(DataError, match="is for task 'eye'"):
+        from_directory(tmp_path / "cal", ["image"], "face")
