@@ -376,7 +376,7 @@ def start_power(args: argparse.Namespace):
     if not args.power:
         return None
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import edgekd_power as power
+    import device_power as power
 
     options = json.loads(args.power_options) if args.power_options else {}
     reasons = []

@@ -168,7 +168,7 @@ def deploy_bundle(transport: Transport, spec: TargetSpec, bundle: ModelBundle, c
     model_sha = sha256_file(bundle.model)
     files: dict[str, Path] = {
         f"{workdir}/edgekd_agent.py": AGENT_PATH,
-        f"{workdir}/edgekd_power.py": AGENT_PATH.with_name("edgekd_power.py"),
+        f"{workdir}/device_power.py": AGENT_PATH.with_name("device_power.py"),
         f"{workdir}/models/{model_sha[:12]}-{bundle.model.name}": bundle.model,
     }
     inputs_remote = None

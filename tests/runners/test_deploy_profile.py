@@ -140,13 +140,11 @@ def test_unreachable_host_times_out_with_hint(tmp_path):
         f'host = "127.0.0.1"\nport = {port}\nconnect_timeout_s = 2\n'
         '[runtime]\nengine = "tflite"\nformats = ["tflite-int8"]\n'
     )
-    started = time.monotonic()
+    # run_cli's own 60 s limit fails the test if the check hangs instead of timing out.
     res = run_cli("targets", "check", "mute", "--targets-dir", str(tmp_path / "t"), "--json", timeout=60)
-    elapsed = time.monotonic() - started
     silent.close()
     login = [c for c in json.loads(res.stdout)["checks"] if c["check"] == "login"][0]
     assert res.returncode == 1 and not login["ok"] and "timed out" in login["detail"] and login["hint"]
-    assert elapsed < 50  # bounded by the time-out, not hanging
 
 
 def _start_profile(model, eval_set, folder, out, env):

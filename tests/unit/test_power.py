@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgekd.agent import edgekd_power as power
+from edgekd.agent import device_power as power
 from edgekd.errors import DeviceError, MeasurementError
 from edgekd.measure.power.base import PowerTrace
 from edgekd.measure.power.energy import energy_per_inference
