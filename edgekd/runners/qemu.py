@@ -6,21 +6,59 @@ on its stdin/stdout: we learn the pty's path (query-chardev), open it, and only 
 run, so the boot banner is never lost (QEMU drops UART output while nobody holds the pty open).
 With -icount every instruction advances the virtual clock by 2^shift ns, so the board's SysTick
 gives a repeatable instruction count per inference.
+
+QEMU never outlives us: on Linux the child asks the kernel for SIGKILL when its parent dies
+(prctl PR_SET_PDEATHSIG, so a SIGKILL/SIGTERM of edgekd takes qemu with it), and a board not
+stopped by the time the interpreter exits (an uncaught KeyboardInterrupt, sys.exit) is stopped
+by an atexit hook. PR_SET_PDEATHSIG follows the *thread* that started qemu: start and use a
+board on one thread (as `with QemuBoard(...)` does).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from edgekd.errors import DeviceError, MissingDependencyError, TransportTimeout
 from edgekd.runners.serial import DutClient, SerialLink, TrafficLog
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child receive SIGKILL when its parent dies (Linux), else None.
+
+    libc is resolved here, in the parent; the child only calls prctl and checks that the parent
+    did not die between fork and prctl (then nobody would ever signal it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+    sig = int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # the parent is already gone
+            os._exit(1)
+
+    return preexec
 
 
 class QemuBoard:
@@ -67,7 +105,8 @@ class QemuBoard:
         if self.traffic:
             self.traffic.note("qemu: " + " ".join(argv))
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, bufsize=1)
+                                     text=True, bufsize=1, preexec_fn=_die_with_parent())
+        atexit.register(self.stop)  # an interpreter exit that skipped stop() (sys.exit, Ctrl-C) ends qemu too
         threading.Thread(target=self._drain_stderr, daemon=True).start()
         greeting = self._qmp_read(self.boot_timeout_s)
         if "QMP" not in greeting:
@@ -94,7 +133,7 @@ class QemuBoard:
                     hint=f"the firmware may crash at boot; run with --debug to log the UART; qemu said: {self.stderr_tail()}",
                 )
             return self.client
-        except Exception:
+        except BaseException:  # KeyboardInterrupt during boot included: no qemu is left behind
             self.stop()
             raise
 
@@ -108,7 +147,7 @@ class QemuBoard:
             tty.setraw(fd)
             self.qmp("cont")
             return fd
-        except Exception:
+        except BaseException:
             self.stop()
             raise
 
@@ -134,6 +173,7 @@ class QemuBoard:
                 except Exception:  # noqa: BLE001
                     pass
             self.proc = None
+            atexit.unregister(self.stop)
         if self.traffic:
             self.traffic.close()
 
