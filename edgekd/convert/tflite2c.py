@@ -7,6 +7,10 @@ multipliers, paddings, activation ranges, broadcast strides, slice geometry — 
 here, in the same precision TFLite uses (float32 where TFLite uses float, double where it uses
 double), so the C kernels reproduce TFLite's int8 reference kernels bit for bit.
 
+Constants are emitted once per distinct content: weights, biases, multipliers, shifts, tables
+and kernel parameter blocks with the same C type and bytes share one const array, so an SNN
+unrolled over T time steps keeps each layer's weights once in flash, not T times.
+
 Also here: `load_graph` (a dependency-light reader of .tflite flatbuffers, reusable by any
 op inventory), `check_ops` (which ops/types this runtime cannot run, before anything is built)
 and `tflm_arena_bytes` (the TFLite Micro view: the smallest arena its interpreter accepts).
@@ -308,7 +312,6 @@ class Call:
     text: str
     reads: list[int]
     writes: list[int]
-    decls: list[str] = field(default_factory=list)
 
 
 class _Lowering:
@@ -318,7 +321,10 @@ class _Lowering:
         self.calls: list[Call] = []
         self.alias: dict[int, int] = {}
         self.const_used: set[int] = set()
-        self.weight_bytes = 0
+        self.decls: list[str] = []  # every constant declaration, once, in order of first use
+        self._const_pool: dict[tuple, str] = {}
+        self.weight_bytes = 0  # bytes of the const arrays emitted (each distinct array once)
+        self.shared_bytes = 0  # bytes of arrays that were not emitted again because an equal one was
         self.n = 0
 
     # ---------------------------------------------------------------- helpers
@@ -336,22 +342,48 @@ class _Lowering:
         return self.n
 
     def const_array(self, ctype: str, name: str, values: np.ndarray, align: int = 4) -> str:
-        flat = np.asarray(values).reshape(-1)
-        self.weight_bytes += flat.size * np.dtype(flat.dtype).itemsize
-        if ctype == "float":
-            items = [_c_float(v) for v in flat]
+        """Declare `static const ctype name[] = values` and return the name to use.
+
+        An array with the same C type and the same bytes as one declared before is not emitted
+        again: the earlier name comes back. The unrolled time steps of a spiking network run the
+        same layer T times; its weights, biases, multipliers and shifts are one array in flash."""
+        flat = np.ascontiguousarray(np.asarray(values).reshape(-1))
+        nbytes = flat.size * flat.dtype.itemsize
+        key = ("array", ctype, align, flat.dtype.str, flat.size, hashlib.sha256(flat.tobytes()).digest())
+        known = self._const_pool.get(key)
+        if known is not None:
+            self.shared_bytes += nbytes
+            return known
+        self.weight_bytes += nbytes
+        if ctype in ("float", "double"):
+            items = [_c_float(v) if ctype == "float" else repr(float(v)) for v in flat]
         else:
             items = [str(int(v)) for v in flat]
         if not items:
             items = ["0"]
         body = ",\n".join(", ".join(items[i:i + 24]) for i in range(0, len(items), 24))
-        return f"static const {ctype} {name}[{max(1, flat.size)}] __attribute__((aligned({align}))) = {{\n{body}\n}};"
+        self.decls.append(f"static const {ctype} {name}[{max(1, flat.size)}] __attribute__((aligned({align}))) = "
+                          f"{{\n{body}\n}};")
+        self._const_pool[key] = name
+        return name
 
-    def emit(self, op: Operator, text: str, reads: list[int], writes: list[int], decls: list[str]) -> None:
+    def const_struct(self, ctype: str, k: int, body: str) -> str:
+        """Declare `static const ctype p<k> = { body }` and return its name; an identical
+        parameter block declared before (the same layer at another time step) is reused."""
+        key = ("struct", ctype, body)
+        known = self._const_pool.get(key)
+        if known is not None:
+            return known
+        name = f"p{k}"
+        self.decls.append(f"static const {ctype} {name} = {{ {body} }};")
+        self._const_pool[key] = name
+        return name
+
+    def emit(self, op: Operator, text: str, reads: list[int], writes: list[int]) -> None:
         for r in reads:
             if self.t(self.root(r)).is_const:
                 self.const_used.add(self.root(r))
-        self.calls.append(Call(op.index, op.op, text, reads, writes, decls))
+        self.calls.append(Call(op.index, op.op, text, reads, writes))
 
     def ptr(self, i: int, ctype: str) -> str:
         return f"(({ctype} *)@T{i}@)"
@@ -428,29 +460,27 @@ class _Lowering:
             shifts.append(s)
         lo, hi = act_range_int8(o.get("fusedActivationFunction", 0), out, f"op #{op.index} {op.op}")
         k = self.uid()
-        decls = [self.const_array("int8_t", f"w{k}", w.data),
-                 self.const_array("int32_t", f"m{k}", np.array(mults, dtype=np.int32)),
-                 self.const_array("int8_t", f"s{k}", np.array(shifts, dtype=np.int8))]
-        if bias is not None:
-            decls.append(self.const_array("int32_t", f"b{k}", bias.data))
+        wn = self.const_array("int8_t", f"w{k}", w.data)
+        mn = self.const_array("int32_t", f"m{k}", np.array(mults, dtype=np.int32))
+        sn = self.const_array("int8_t", f"s{k}", np.array(shifts, dtype=np.int8))
+        bn = self.const_array("int32_t", f"b{k}", bias.data) if bias is not None else "NULL"
         common = (f".batches = {n}, .in_h = {ih}, .in_w = {iw}, .in_c = {ic}, .out_h = {oh}, .out_w = {ow}, .out_c = {oc}, "
                   f".k_h = {kh}, .k_w = {kw}, .stride_h = {sh}, .stride_w = {sw}, .dil_h = {dh}, .dil_w = {dw}, "
                   f".pad_h = {ph}, .pad_w = {pw}, .input_offset = {-x.zero_point}, .output_offset = {out.zero_point}, "
-                  f".act_min = {lo}, .act_max = {hi}, .filter = w{k}, .bias = {f'b{k}' if bias is not None else 'NULL'}, "
-                  f".mult = m{k}, .shift = s{k}")
+                  f".act_min = {lo}, .act_max = {hi}, .filter = {wn}, .bias = {bn}, .mult = {mn}, .shift = {sn}")
         if depthwise:
             self.need(w.shape[0] == 1 and w.shape[3] == oc, op, f"unexpected depthwise filter shape {list(w.shape)}")
             mult_d = o.get("depthMultiplier", 0) or (oc // ic)
             self.need(ic * mult_d == oc, op, f"depth multiplier {mult_d} x {ic} input channels != {oc} outputs")
-            decls.append(f"static const ekd_dwconv_params_t p{k} = {{ {common}, .depth_multiplier = {mult_d} }};")
-            text = f"ekd_depthwise_conv2d_s8(&p{k}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
+            pn = self.const_struct("ekd_dwconv_params_t", k, f"{common}, .depth_multiplier = {mult_d}")
+            text = f"ekd_depthwise_conv2d_s8(&{pn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
         else:
             self.need(w.shape[0] == oc, op, f"filter has {w.shape[0]} outputs, the output tensor {oc}")
             self.need(ic % w.shape[3] == 0 and oc % (ic // w.shape[3]) == 0, op,
                       f"input channels {ic} are not a multiple of the filter's {w.shape[3]}")
-            decls.append(f"static const ekd_conv_params_t p{k} = {{ {common}, .filter_in_c = {w.shape[3]} }};")
-            text = f"ekd_conv2d_s8(&p{k}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
-        self.emit(op, text, [op.inputs[0]], [op.outputs[0]], decls)
+            pn = self.const_struct("ekd_conv_params_t", k, f"{common}, .filter_in_c = {w.shape[3]}")
+            text = f"ekd_conv2d_s8(&{pn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
+        self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
     def op_conv_2d(self, op: Operator) -> None:
         self._conv_common(op, depthwise=False)
@@ -478,25 +508,23 @@ class _Lowering:
         mults, shifts = zip(*(quantize_multiplier(float(x.scale) * float(s) / float(out.scale)) for s in scales))
         lo, hi = act_range_int8(op.options.get("fusedActivationFunction", 0), out, f"op #{op.index} {op.op}")
         k = self.uid()
-        decls = [self.const_array("int8_t", f"w{k}", w.data),
-                 self.const_array("int32_t", f"m{k}", np.array(mults, dtype=np.int32)),
-                 self.const_array("int8_t", f"s{k}", np.array(shifts, dtype=np.int8))]
-        if bias is not None:
-            decls.append(self.const_array("int32_t", f"b{k}", bias.data))
+        wn = self.const_array("int8_t", f"w{k}", w.data)
+        mn = self.const_array("int32_t", f"m{k}", np.array(mults, dtype=np.int32))
+        sn = self.const_array("int8_t", f"s{k}", np.array(shifts, dtype=np.int8))
+        bn = self.const_array("int32_t", f"b{k}", bias.data) if bias is not None else "NULL"
         scale_ref = "NULL"
         if self.reference == "tflite":
             # TFLite's reference FULLY_CONNECTED rescales with round(double(acc) * effective_scale)
             eff = [float(x.scale) * float(s) / float(out.scale) for s in scales]
-            decls.append(f"static const double d{k}[{len(eff)}] = {{ {', '.join(repr(e) for e in eff)} }};")
-            self.weight_bytes += 8 * len(eff)
-            scale_ref = f"d{k}"
-        decls.append(
-            f"static const ekd_fc_params_t p{k} = {{ .batches = {batches}, .accum_depth = {accum}, .out_depth = {out_depth}, "
+            scale_ref = self.const_array("double", f"d{k}", np.array(eff, dtype=np.float64), align=8)
+        pn = self.const_struct(
+            "ekd_fc_params_t", k,
+            f".batches = {batches}, .accum_depth = {accum}, .out_depth = {out_depth}, "
             f".input_offset = {-x.zero_point}, .filter_offset = {-w.zero_point}, .output_offset = {out.zero_point}, "
-            f".act_min = {lo}, .act_max = {hi}, .per_channel = {int(per_channel)}, .filter = w{k}, "
-            f".bias = {f'b{k}' if bias is not None else 'NULL'}, .mult = m{k}, .shift = s{k}, .scale = {scale_ref} }};")
-        text = f"ekd_fully_connected_s8(&p{k}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
-        self.emit(op, text, [op.inputs[0]], [op.outputs[0]], decls)
+            f".act_min = {lo}, .act_max = {hi}, .per_channel = {int(per_channel)}, .filter = {wn}, "
+            f".bias = {bn}, .mult = {mn}, .shift = {sn}, .scale = {scale_ref}")
+        text = f"ekd_fully_connected_s8(&{pn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
+        self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
     # ---------------------------------------------------------------- pooling
 
@@ -517,11 +545,12 @@ class _Lowering:
         pw = compute_padding(sw, 1, iw, kw, ow) if pad == PADDING_SAME else 0
         lo, hi = act_range_int8(o.get("fusedActivationFunction", 0), out, f"op #{op.index} {op.op}")
         k = self.uid()
-        decls = [f"static const ekd_pool_params_t p{k} = {{ .batches = {n}, .in_h = {ih}, .in_w = {iw}, .channels = {c}, "
-                 f".out_h = {oh}, .out_w = {ow}, .k_h = {kh}, .k_w = {kw}, .stride_h = {sh}, .stride_w = {sw}, "
-                 f".pad_h = {ph}, .pad_w = {pw}, .act_min = {lo}, .act_max = {hi} }};"]
-        text = f"ekd_{kind}_pool_s8(&p{k}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
-        self.emit(op, text, [op.inputs[0]], [op.outputs[0]], decls)
+        pn = self.const_struct("ekd_pool_params_t", k,
+                               f".batches = {n}, .in_h = {ih}, .in_w = {iw}, .channels = {c}, "
+                               f".out_h = {oh}, .out_w = {ow}, .k_h = {kh}, .k_w = {kw}, .stride_h = {sh}, .stride_w = {sw}, "
+                               f".pad_h = {ph}, .pad_w = {pw}, .act_min = {lo}, .act_max = {hi}")
+        text = f"ekd_{kind}_pool_s8(&{pn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
+        self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
     def op_average_pool_2d(self, op: Operator) -> None:
         self._pool(op, "avg")
@@ -556,25 +585,27 @@ class _Lowering:
         mo, so = quantize_multiplier_smaller_than_one(ro, what)
         lo, hi = act_range_int8(act, out, what)
         k = self.uid()
-        decls = [f"static const ekd_addsub_params_t p{k} = {{ {self.bcast(op, a, b, out)}, .left_shift = {left_shift}, "
-                 f".in1_offset = {-a.zero_point}, .in1_mult = {m1}, .in1_shift = {s1}, "
-                 f".in2_offset = {-b.zero_point}, .in2_mult = {m2}, .in2_shift = {s2}, "
-                 f".out_offset = {out.zero_point}, .out_mult = {mo}, .out_shift = {so}, .act_min = {lo}, .act_max = {hi} }};"]
+        pn = self.const_struct("ekd_addsub_params_t", k,
+                               f"{self.bcast(op, a, b, out)}, .left_shift = {left_shift}, "
+                               f".in1_offset = {-a.zero_point}, .in1_mult = {m1}, .in1_shift = {s1}, "
+                               f".in2_offset = {-b.zero_point}, .in2_mult = {m2}, .in2_shift = {s2}, "
+                               f".out_offset = {out.zero_point}, .out_mult = {mo}, .out_shift = {so}, "
+                               f".act_min = {lo}, .act_max = {hi}")
         fn = "ekd_sub_s8" if sub else "ekd_add_s8"
-        text = (f"{fn}(&p{k}, {self.cptr(op.inputs[0], 'int8_t')}, {self.cptr(op.inputs[1], 'int8_t')}, "
+        text = (f"{fn}(&{pn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.cptr(op.inputs[1], 'int8_t')}, "
                 f"{self.ptr(op.outputs[0], 'int8_t')});")
-        self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]], decls)
+        self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]])
 
     def _arith_f32(self, op: Operator, code: int, act: int) -> None:
         a, b, out = self._binary_inputs(op)
         self.need(out.dtype == "float32", op, f"output is {out.dtype}")
         lo, hi = act_range_f32(act, f"op #{op.index} {op.op}")
         k = self.uid()
-        decls = [f"static const ekd_arith_f32_params_t p{k} = {{ {self.bcast(op, a, b, out)}, .op = {code}, "
-                 f".act_min = {_c_float(lo)}, .act_max = {_c_float(hi)} }};"]
-        text = (f"ekd_arith_f32(&p{k}, {self.cptr(op.inputs[0], 'float')}, {self.cptr(op.inputs[1], 'float')}, "
+        pn = self.const_struct("ekd_arith_f32_params_t", k, f"{self.bcast(op, a, b, out)}, .op = {code}, "
+                                                            f".act_min = {_c_float(lo)}, .act_max = {_c_float(hi)}")
+        text = (f"ekd_arith_f32(&{pn}, {self.cptr(op.inputs[0], 'float')}, {self.cptr(op.inputs[1], 'float')}, "
                 f"{self.ptr(op.outputs[0], 'float')});")
-        self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]], decls)
+        self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]])
 
     def op_add(self, op: Operator) -> None:
         self._addsub(op, sub=False)
@@ -597,12 +628,13 @@ class _Lowering:
         m, s = quantize_multiplier(real)
         lo, hi = act_range_int8(act, out, f"op #{op.index} {op.op}")
         k = self.uid()
-        decls = [f"static const ekd_mul_params_t p{k} = {{ {self.bcast(op, a, b, out)}, .in1_offset = {-a.zero_point}, "
-                 f".in2_offset = {-b.zero_point}, .out_offset = {out.zero_point}, .out_mult = {m}, .out_shift = {s}, "
-                 f".act_min = {lo}, .act_max = {hi} }};"]
-        text = (f"ekd_mul_s8(&p{k}, {self.cptr(op.inputs[0], 'int8_t')}, {self.cptr(op.inputs[1], 'int8_t')}, "
+        pn = self.const_struct("ekd_mul_params_t", k,
+                               f"{self.bcast(op, a, b, out)}, .in1_offset = {-a.zero_point}, "
+                               f".in2_offset = {-b.zero_point}, .out_offset = {out.zero_point}, .out_mult = {m}, "
+                               f".out_shift = {s}, .act_min = {lo}, .act_max = {hi}")
+        text = (f"ekd_mul_s8(&{pn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.cptr(op.inputs[1], 'int8_t')}, "
                 f"{self.ptr(op.outputs[0], 'int8_t')});")
-        self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]], decls)
+        self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]])
 
     def _minmax(self, op: Operator, is_max: bool) -> None:
         a, b, out = self._binary_inputs(op)
@@ -612,11 +644,11 @@ class _Lowering:
         self.need(a.scale == b.scale == out.scale and a.zero_point == b.zero_point == out.zero_point, op,
                   "int8 MAXIMUM/MINIMUM needs equal quantization on inputs and output")
         k = self.uid()
-        bc = self.bcast(op, a, b, out)[len(".b = "):]
-        decls = [f"static const ekd_bcast_t p{k} = {bc};"]
-        text = (f"ekd_minmax_s8(&p{k}, {int(is_max)}, {self.cptr(op.inputs[0], 'int8_t')}, "
+        bc = self.bcast(op, a, b, out)[len(".b = { "):-len(" }")]
+        pn = self.const_struct("ekd_bcast_t", k, bc)
+        text = (f"ekd_minmax_s8(&{pn}, {int(is_max)}, {self.cptr(op.inputs[0], 'int8_t')}, "
                 f"{self.cptr(op.inputs[1], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});")
-        self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]], decls)
+        self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]])
 
     def op_maximum(self, op: Operator) -> None:
         self._minmax(op, True)
@@ -640,10 +672,10 @@ class _Lowering:
             fn, ctype = ("ekd_compare_f32", "float") if a.dtype == "float32" else ("ekd_compare_i32", "int32_t")
         else:
             raise ConversionError(f"{what}: comparisons of {a.dtype} tensors are not supported")
-        decls = [f"static const ekd_cmp_params_t p{k} = {{ {self.bcast(op, a, b, out)}, .op = {code}, {body} }};"]
-        text = (f"{fn}(&p{k}, {self.cptr(op.inputs[0], ctype)}, {self.cptr(op.inputs[1], ctype)}, "
+        pn = self.const_struct("ekd_cmp_params_t", k, f"{self.bcast(op, a, b, out)}, .op = {code}, {body}")
+        text = (f"{fn}(&{pn}, {self.cptr(op.inputs[0], ctype)}, {self.cptr(op.inputs[1], ctype)}, "
                 f"{self.ptr(op.outputs[0], 'uint8_t')});")
-        self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]], decls)
+        self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]])
 
     def op_greater_equal(self, op: Operator) -> None:
         self._compare(op, 0)
@@ -671,7 +703,7 @@ class _Lowering:
             self.need(t.dtype in EKD_DTYPE, op, f"casts from/to {t.dtype} are not supported")
         text = (f"ekd_cast({x.size}, {EKD_DTYPE[x.dtype]}, {EKD_DTYPE[out.dtype]}, (const void *)@T{op.inputs[0]}@, "
                 f"(void *)@T{op.outputs[0]}@);")
-        self.emit(op, text, [op.inputs[0]], [op.outputs[0]], [])
+        self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
     def op_quantize(self, op: Operator) -> None:
         x, out = self.t(op.inputs[0]), self.need_dtype(op, op.outputs[0], ["int8"])
@@ -686,7 +718,7 @@ class _Lowering:
                     f"{self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});")
         else:
             raise ConversionError(f"op #{op.index} QUANTIZE from {x.dtype} is not supported")
-        self.emit(op, text, [op.inputs[0]], [op.outputs[0]], [])
+        self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
     def op_dequantize(self, op: Operator) -> None:
         x = self.need_dtype(op, op.inputs[0], ["int8"])
@@ -694,7 +726,7 @@ class _Lowering:
         self.per_tensor(op, x)
         text = (f"ekd_dequantize_s8_f32({x.size}, {_c_float(x.scale)}, {x.zero_point}, {self.cptr(op.inputs[0], 'int8_t')}, "
                 f"{self.ptr(op.outputs[0], 'float')});")
-        self.emit(op, text, [op.inputs[0]], [op.outputs[0]], [])
+        self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
     def _lut(self, op: Operator) -> None:
         x = self.need_dtype(op, op.inputs[0], ["int8"])
@@ -704,9 +736,9 @@ class _Lowering:
         self.need(x.shape == out.shape, op, "input and output shapes differ")
         table = unary_lut(self.g, op, self.reference)
         k = self.uid()
-        decls = [self.const_array("int8_t", f"t{k}", table)]
-        text = f"ekd_lut_s8({x.size}, t{k}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
-        self.emit(op, text, [op.inputs[0]], [op.outputs[0]], decls)
+        tn = self.const_array("int8_t", f"t{k}", table)
+        text = f"ekd_lut_s8({x.size}, {tn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
+        self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
     op_relu = op_relu6 = op_relu_n1_to_1 = op_logistic = op_tanh = op_hard_swish = op_leaky_relu = _lut
     op_elu = op_gelu = op_abs = op_neg = op_rsqrt = op_sqrt = op_exp = op_log = _lut
@@ -742,14 +774,16 @@ class _Lowering:
         r_depth, r_col = (1, rc) if adj_y else (rc, 1)
         m, s_ = quantize_multiplier(float(lhs.scale) * float(rhs.scale) / float(out.scale))
         k = self.uid()
-        decls = [f"static const ekd_bmm_params_t p{k} = {{ .batch = {{ .rank = {rank}, .dims = {_ci(bo)}, "
-                 f".stride1 = {_ci(s1)}, .stride2 = {_ci(s2)} }}, .rows = {rows}, .cols = {cols}, .depth = {depth}, "
-                 f".l_row_stride = {l_row}, .l_depth_stride = {l_depth}, .r_depth_stride = {r_depth}, .r_col_stride = {r_col}, "
-                 f".lhs_offset = {-lhs.zero_point}, .rhs_offset = {-rhs.zero_point}, .out_offset = {out.zero_point}, "
-                 f".mult = {m}, .shift = {s_}, .act_min = -128, .act_max = 127 }};"]
-        text = (f"ekd_batch_matmul_s8(&p{k}, {self.cptr(op.inputs[0], 'int8_t')}, {self.cptr(op.inputs[1], 'int8_t')}, "
+        pn = self.const_struct(
+            "ekd_bmm_params_t", k,
+            f".batch = {{ .rank = {rank}, .dims = {_ci(bo)}, "
+            f".stride1 = {_ci(s1)}, .stride2 = {_ci(s2)} }}, .rows = {rows}, .cols = {cols}, .depth = {depth}, "
+            f".l_row_stride = {l_row}, .l_depth_stride = {l_depth}, .r_depth_stride = {r_depth}, .r_col_stride = {r_col}, "
+            f".lhs_offset = {-lhs.zero_point}, .rhs_offset = {-rhs.zero_point}, .out_offset = {out.zero_point}, "
+            f".mult = {m}, .shift = {s_}, .act_min = -128, .act_max = 127")
+        text = (f"ekd_batch_matmul_s8(&{pn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.cptr(op.inputs[1], 'int8_t')}, "
                 f"{self.ptr(op.outputs[0], 'int8_t')});")
-        self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]], decls)
+        self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]])
 
     # ---------------------------------------------------------------- shapes and data movement
 
@@ -780,15 +814,15 @@ class _Lowering:
         k = self.uid()
         if affine is not None:
             base, strides, dims = affine
-            decl = (f"static const ekd_copy_params_t p{k} = {{ .rank = {len(dims)}, .elem_size = {es}, .dims = {_ci(dims)}, "
-                    f".in_strides = {_ci(strides)}, .out_strides = {_ci(contiguous_strides(dims))}, "
-                    f".in_base = {base}, .out_base = 0 }};")
-            text = f"ekd_copy_nd(&p{k}, (const void *)@T{src}@, (void *)@T{dst}@);"
-            self.emit(op, text, [src], [dst], [decl])
+            pn = self.const_struct("ekd_copy_params_t", k,
+                                   f".rank = {len(dims)}, .elem_size = {es}, .dims = {_ci(dims)}, "
+                                   f".in_strides = {_ci(strides)}, .out_strides = {_ci(contiguous_strides(dims))}, "
+                                   f".in_base = {base}, .out_base = 0")
+            text = f"ekd_copy_nd(&{pn}, (const void *)@T{src}@, (void *)@T{dst}@);"
         else:
-            decl = self.const_array("int32_t", f"g{k}", index.reshape(-1).astype(np.int32))
-            text = f"ekd_gather_table({out.size}, {es}, g{k}, (const void *)@T{src}@, (void *)@T{dst}@);"
-            self.emit(op, text, [src], [dst], [decl])
+            gn = self.const_array("int32_t", f"g{k}", index.reshape(-1).astype(np.int32))
+            text = f"ekd_gather_table({out.size}, {es}, {gn}, (const void *)@T{src}@, (void *)@T{dst}@);"
+        self.emit(op, text, [src], [dst])
 
     def _quant_equal(self, op: Operator, x: Tensor, out: Tensor) -> None:
         if x.dtype == "int8":
@@ -884,11 +918,12 @@ class _Lowering:
             dims = list(x.shape[:axis]) + [1] + list(x.shape[axis:]) if stack else list(x.shape)
             self.need(len(dims) <= MAX_DIMS, op, f"rank {len(dims)} > {MAX_DIMS}")
             k = self.uid()
-            decl = (f"static const ekd_copy_params_t p{k} = {{ .rank = {len(dims)}, .elem_size = {ITEMSIZE[x.dtype]}, "
-                    f".dims = {_ci(dims)}, .in_strides = {_ci(contiguous_strides(dims))}, .out_strides = {_ci(out_strides)}, "
-                    f".in_base = 0, .out_base = {start * out_strides[axis]} }};")
-            text = f"ekd_copy_nd(&p{k}, (const void *)@T{i}@, (void *)@T{op.outputs[0]}@);"
-            self.emit(op, text, [i], [op.outputs[0]], [decl])
+            pn = self.const_struct("ekd_copy_params_t", k,
+                                   f".rank = {len(dims)}, .elem_size = {ITEMSIZE[x.dtype]}, .dims = {_ci(dims)}, "
+                                   f".in_strides = {_ci(contiguous_strides(dims))}, .out_strides = {_ci(out_strides)}, "
+                                   f".in_base = 0, .out_base = {start * out_strides[axis]}")
+            text = f"ekd_copy_nd(&{pn}, (const void *)@T{i}@, (void *)@T{op.outputs[0]}@);"
+            self.emit(op, text, [i], [op.outputs[0]])
             start += dims[axis]
         self.need(start == out.shape[axis], op, f"inputs fill {start} of the output's {out.shape[axis]} along axis {axis}")
 
@@ -916,13 +951,14 @@ class _Lowering:
         base = int(sum(int(pads[d][0]) * out_strides[d] for d in range(len(dims))))
         k = self.uid()
         ctype = C_TYPE[x.dtype]
-        decls = [self.const_array(ctype, f"v{k}", value),
-                 f"static const ekd_copy_params_t p{k} = {{ .rank = {len(dims)}, .elem_size = {ITEMSIZE[x.dtype]}, "
-                 f".dims = {_ci(dims)}, .in_strides = {_ci(contiguous_strides(dims))}, .out_strides = {_ci(out_strides)}, "
-                 f".in_base = 0, .out_base = {base} }};"]
-        text = (f"ekd_pad({out.size}, {ITEMSIZE[x.dtype]}, v{k}, &p{k}, (const void *)@T{op.inputs[0]}@, "
+        vn = self.const_array(ctype, f"v{k}", value)
+        pn = self.const_struct("ekd_copy_params_t", k,
+                               f".rank = {len(dims)}, .elem_size = {ITEMSIZE[x.dtype]}, .dims = {_ci(dims)}, "
+                               f".in_strides = {_ci(contiguous_strides(dims))}, .out_strides = {_ci(out_strides)}, "
+                               f".in_base = 0, .out_base = {base}")
+        text = (f"ekd_pad({out.size}, {ITEMSIZE[x.dtype]}, {vn}, &{pn}, (const void *)@T{op.inputs[0]}@, "
                 f"(void *)@T{op.outputs[0]}@);")
-        self.emit(op, text, [op.inputs[0]], [op.outputs[0]], decls)
+        self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
     def op_pad(self, op: Operator) -> None:
         self._pad(op, None)
@@ -951,12 +987,14 @@ class _Lowering:
         mult = int((mult << sh) // num) if mult >= 0 else -int(((-mult) << sh) // num)
         shift -= sh
         k = self.uid()
-        decl = (f"static const ekd_mean_params_t p{k} = {{ .kept_rank = {len(kept)}, .red_rank = {len(red)}, "
-                f".kept_dims = {_ci([x.shape[d] for d in kept])}, .kept_strides = {_ci([st[d] for d in kept])}, "
-                f".red_dims = {_ci([x.shape[d] for d in red])}, .red_strides = {_ci([st[d] for d in red])}, "
-                f".num_reduced = {num}, .in_zp = {x.zero_point}, .out_zp = {out.zero_point}, .mult = {mult}, .shift = {shift} }};")
-        text = f"ekd_mean_s8(&p{k}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
-        self.emit(op, text, [op.inputs[0]], [op.outputs[0]], [decl])
+        pn = self.const_struct("ekd_mean_params_t", k,
+                               f".kept_rank = {len(kept)}, .red_rank = {len(red)}, "
+                               f".kept_dims = {_ci([x.shape[d] for d in kept])}, .kept_strides = {_ci([st[d] for d in kept])}, "
+                               f".red_dims = {_ci([x.shape[d] for d in red])}, .red_strides = {_ci([st[d] for d in red])}, "
+                               f".num_reduced = {num}, .in_zp = {x.zero_point}, .out_zp = {out.zero_point}, "
+                               f".mult = {mult}, .shift = {shift}")
+        text = f"ekd_mean_s8(&{pn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
+        self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
 
 def _clz64(v: int) -> int:
@@ -1194,13 +1232,11 @@ def generate_c(graph: Graph, model_id: str | None = None, reference: Reference =
         if graph.tensors[low.root(i)].is_const:
             raise ConversionError(f"model input/output '{graph.tensors[i].name}' is a constant tensor")
     const_names: dict[int, str] = {}
-    const_decls: list[str] = []
     for t in sorted(low.const_used):
         tensor = graph.tensors[t]
         if tensor.dtype not in C_TYPE:
             raise ConversionError(f"constant tensor '{tensor.name}' has type {tensor.dtype}, which the runtime cannot read")
-        const_names[t] = f"c{t}"
-        const_decls.append(low.const_array(C_TYPE[tensor.dtype], f"c{t}", tensor.data))
+        const_names[t] = low.const_array(C_TYPE[tensor.dtype], f"c{t}", tensor.data)
 
     def pointer(m: re.Match) -> str:
         r = low.root(int(m.group(1)))
@@ -1235,12 +1271,10 @@ def generate_c(graph: Graph, model_id: str | None = None, reference: Reference =
         "",
         "uint8_t *ekd_model_arena(void) { return ekd_arena; }",
         "",
-        "/* constants read by kernels */",
-        *const_decls,
+        f"/* constants: each distinct array once ({low.shared_bytes} bytes of repeats point at an earlier copy) */",
+        *low.decls,
         "",
     ]
-    for c in low.calls:
-        lines += c.decls
     lines.append(f"const uint32_t ekd_model_weight_bytes = {low.weight_bytes};")
     lines += ["", "void ekd_model_invoke(void) {"]
     for c in low.calls:
@@ -1260,6 +1294,7 @@ def generate_c(graph: Graph, model_id: str | None = None, reference: Reference =
         "reference": reference,
         "arena_bytes": arena,
         "weight_bytes": low.weight_bytes,
+        "shared_weight_bytes": low.shared_bytes,
         "activation_buffers": len(bufs),
         "ops": graph.op_counts(),
         "kernel_calls": len(low.calls),

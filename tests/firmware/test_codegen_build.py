@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,31 @@ def test_arena_plan_reuses_memory_without_overlapping_live_tensors(ref_model):
     for i in graph.inputs:  # inputs stay for repeated inference
         b = bufs[low.root(i)]
         assert b.first == -1 and b.last == len(low.calls)
+
+
+C_ARRAY = re.compile(r"static const (\w+) (\w+)\[(\d+)\] __attribute__\(\(aligned\(\d+\)\)\) = \{\n(.*?)\n\};", re.S)
+C_SIZES = {"int8_t": 1, "uint8_t": 1, "int16_t": 2, "int32_t": 4, "float": 4, "double": 8}
+
+
+def test_weights_shared_by_the_unrolled_time_steps_are_emitted_once(ref_model):
+    """The unrolled LIF CNN runs each conv T times on one weight tensor: one const array in the
+    C, every conv call points at it, and no two emitted arrays are equal."""
+    graph = tflite2c.load_graph(ref_model("eye_snn"))
+    gen = tflite2c.generate_c(graph)
+    arrays = C_ARRAY.findall(gen.model_c)
+    contents = [(ctype, body) for ctype, _, _, body in arrays]
+    assert len(contents) == len(set(contents)), "an array is emitted twice"
+    convs = [op for op in graph.operators if op.op == "CONV_2D"]
+    filters = {op.inputs[1] for op in convs}
+    assert len(convs) > len(filters)  # the model does reuse its weights over time steps
+    used = set(re.findall(r"\.filter = (\w+)", gen.model_c))
+    declared = {name for _, name, _, _ in arrays}
+    assert used <= declared and len(used) == len(filters) + sum(op.op == "FULLY_CONNECTED" for op in graph.operators)
+    assert gen.metadata["weight_bytes"] == sum(C_SIZES[ctype] * int(n) for ctype, _, n, _ in arrays)
+    repeats = sum(graph.tensors[op.inputs[1]].nbytes for op in convs) - sum(graph.tensors[f].nbytes for f in filters)
+    assert gen.metadata["shared_weight_bytes"] >= repeats > 0
+    # fewer parameter blocks than kernel calls: identical ones are shared as well
+    assert len(re.findall(r"static const ekd_\w+_t p\d+ = ", gen.model_c)) < gen.metadata["kernel_calls"]
 
 
 def test_generated_source_and_metadata(ref_model, tmp_path):
