@@ -135,6 +135,7 @@ class EyeSNN(nn.Module):
         lif: dict[str, Any] | LIFParams | None = None,
         norm: str = "batch",
         frame_difference: bool = True,
+        onset_difference: bool = False,
     ):
         super().__init__()
         if channels is None:
@@ -145,21 +146,38 @@ class EyeSNN(nn.Module):
         params = lif if isinstance(lif, LIFParams) else LIFParams.from_config(lif or {"beta": 0.5, "threshold": 1.0})
         self.in_channels = in_channels
         self.frame_difference = frame_difference
+        self.onset_difference = onset_difference
         self.export_mode = False
-        coded = in_channels * (2 if frame_difference else 1)
+        coded = in_channels * (1 + int(frame_difference) + int(onset_difference))
         self.features = SpikingConvStack(coded, channels, params, norm)
         self.head = nn.Linear(self.features.out_channels, num_classes)
 
     def _code(self, frames: Tensor) -> SeqT:
-        """Input current per step: frame t, and with frame_difference also frame t - frame t-1
-        (0 at t = 0): the change between frames is the student's stand-in for events."""
+        """Input current per step: frame t; with frame_difference also frame t - frame t-1 (0 at
+        t = 0: the change between frames, the student's stand-in for events); with
+        onset_difference also frame t - frame 0 (how far the eye has moved since the sequence
+        began: per-step features then carry the expression's displacement, which a per-step
+        network with a mean over time cannot otherwise recover from the small, noisy step
+        differences)."""
         xs = _split_time(frames, self.in_channels, self.export_mode)
-        if not self.frame_difference:
+        if not (self.frame_difference or self.onset_difference):
             return xs
         if isinstance(xs, list):
-            return [torch.cat([x, x - (xs[i - 1] if i else x)], dim=1) for i, x in enumerate(xs)]
-        prev = torch.cat([xs[:, :1], xs[:, :-1]], dim=1)
-        return torch.cat([xs, xs - prev], dim=2)
+            coded = []
+            for i, x in enumerate(xs):
+                parts = [x]
+                if self.frame_difference:
+                    parts.append(x - (xs[i - 1] if i else x))
+                if self.onset_difference:
+                    parts.append(x - xs[0])
+                coded.append(torch.cat(parts, dim=1))
+            return coded
+        parts = [xs]
+        if self.frame_difference:
+            parts.append(xs - torch.cat([xs[:, :1], xs[:, :-1]], dim=1))
+        if self.onset_difference:
+            parts.append(xs - xs[:, :1])
+        return torch.cat(parts, dim=2)
 
     def forward_steps(self, frames: Tensor) -> Tensor:
         xs = self.features(self._code(frames))

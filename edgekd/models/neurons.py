@@ -37,13 +37,22 @@ RESETS = ("subtract", "zero", "none")
 @dataclass(frozen=True)
 class LIFParams:
     """beta: membrane decay per step (tau form: beta = 1 - 1/tau); alpha: surrogate sharpness
-    (atan: snntorch's alpha; sigmoid: slope; rectangular: 1/width of the window)."""
+    (atan: snntorch's alpha; sigmoid: slope; rectangular: 1/width of the window).
+
+    Int8 fidelity (see docs/int8-spiking.md): `current_clamp` c > 0 clamps the input current to
+    [-c, c] before integration (export: a Clip right after the conv, which TFLite fuses into the
+    conv's activation), so the current's int8 step is 2c/255 rather than range/255 and far fewer
+    spikes flip at the threshold after quantization. `current_noise` n > 0 adds uniform noise in
+    [-n, n] to the current in training only, so the network learns not to rely on membranes a
+    quantization step away from the threshold."""
 
     beta: float = 0.5
     threshold: float = 1.0
     reset: Reset = "subtract"
     surrogate: Surrogate = "atan"
     alpha: float = 2.0
+    current_clamp: float = 0.0
+    current_noise: float = 0.0
     export: bool = False
 
     def __post_init__(self) -> None:
@@ -59,6 +68,12 @@ class LIFParams:
                               hint=f"one of {', '.join(SURROGATES)}")
         if self.alpha <= 0:
             raise ConfigError(f"surrogate alpha must be > 0, got {self.alpha}")
+        if self.current_clamp < 0 or self.current_noise < 0:
+            raise ConfigError(f"LIF current_clamp and current_noise must be >= 0 (0 = off), got "
+                              f"{self.current_clamp} and {self.current_noise}")
+        if 0 < self.current_clamp < self.threshold:
+            raise ConfigError(f"LIF current_clamp {self.current_clamp} is below the threshold {self.threshold}",
+                              hint="a neuron could then fire only by integrating over several steps; use clamp >= threshold")
 
     @classmethod
     def from_tau(cls, tau: float, **kwargs: Any) -> LIFParams:
@@ -68,9 +83,10 @@ class LIFParams:
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> LIFParams:
-        """From a recipe's `lif = {...}` table (keys: beta or tau, threshold, reset, surrogate, alpha)."""
+        """From a recipe's `lif = {...}` table (keys: beta or tau, threshold, reset, surrogate, alpha,
+        current_clamp, current_noise)."""
         cfg = dict(cfg or {})
-        allowed = {"beta", "tau", "threshold", "reset", "surrogate", "alpha"}
+        allowed = {"beta", "tau", "threshold", "reset", "surrogate", "alpha", "current_clamp", "current_noise"}
         for key in cfg:
             if key not in allowed:
                 raise ConfigError(f"unknown LIF key '{key}'{did_you_mean(key, allowed)}",
@@ -90,61 +106,49 @@ class LIFParams:
 # ---------------------------------------------------------------- surrogate spike functions
 
 
-class _Rectangular(torch.autograd.Function):
+def _rectangular_grad(u: Tensor, alpha: float) -> Tensor:
+    # Box of width 1/alpha and height alpha around the threshold (area 1), as in STBP/SEEN.
+    return (u.abs() < 0.5 / alpha).to(u.dtype) * alpha
+
+
+def _sigmoid_grad(u: Tensor, alpha: float) -> Tensor:
+    s = torch.sigmoid(alpha * u)
+    return alpha * s * (1 - s)
+
+
+def _atan_grad(u: Tensor, alpha: float) -> Tensor:
+    return (alpha / 2) / (1 + (math.pi / 2 * alpha * u) ** 2)
+
+
+_SURROGATE_GRAD = {"rectangular": _rectangular_grad, "sigmoid": _sigmoid_grad, "atan": _atan_grad}
+
+
+class _Heaviside(torch.autograd.Function):
+    """Forward: H(u) (u >= 0); backward: the named surrogate derivative."""
+
     @staticmethod
-    def forward(ctx: Any, u: Tensor, alpha: float) -> Tensor:
+    def forward(ctx: Any, u: Tensor, surrogate: str, alpha: float) -> Tensor:
         ctx.save_for_backward(u)
-        ctx.alpha = alpha
+        ctx.surrogate, ctx.alpha = surrogate, alpha
         return (u >= 0).to(u.dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         (u,) = ctx.saved_tensors
-        # Box of width 1/alpha and height alpha around the threshold (area 1), as in STBP/SEEN.
-        window = (u.abs() < 0.5 / ctx.alpha).to(grad.dtype)
-        return grad * window * ctx.alpha, None
-
-
-class _Sigmoid(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, u: Tensor, alpha: float) -> Tensor:
-        ctx.save_for_backward(u)
-        ctx.alpha = alpha
-        return (u >= 0).to(u.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        (u,) = ctx.saved_tensors
-        s = torch.sigmoid(ctx.alpha * u)
-        return grad * ctx.alpha * s * (1 - s), None
-
-
-class _ATan(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, u: Tensor, alpha: float) -> Tensor:
-        ctx.save_for_backward(u)
-        ctx.alpha = alpha
-        return (u >= 0).to(u.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        (u,) = ctx.saved_tensors
-        a = ctx.alpha
-        return grad * (a / 2) / (1 + (math.pi / 2 * a * u) ** 2), None
-
-
-_SURROGATE_FN = {"rectangular": _Rectangular, "sigmoid": _Sigmoid, "atan": _ATan}
+        return grad * _SURROGATE_GRAD[ctx.surrogate](u, ctx.alpha), None, None
 
 
 def spike_fn(u: Tensor, params: LIFParams) -> Tensor:
     """Heaviside of `u` (= membrane - threshold); surrogate gradient unless in export mode."""
     if params.export:
         return (u >= 0).to(u.dtype)
-    return _SURROGATE_FN[params.surrogate].apply(u, params.alpha)
+    return _Heaviside.apply(u, params.surrogate, params.alpha)
 
 
 def lif(x: Tensor, state: Tensor | None, params: LIFParams) -> tuple[Tensor, Tensor]:
     """One LIF step: input current `x`, previous membrane `state` (None = at rest)."""
+    if params.current_clamp > 0:
+        x = x.clamp(-params.current_clamp, params.current_clamp)
     if state is None:
         mem = x  # beta * 0 + x: no op on a zero tensor, so exported graphs stay small
     else:
@@ -221,7 +225,10 @@ class LIF(nn.Module):
         steps = x if as_list else unbind_steps(x, self.time_dim, export)
         state: Tensor | None = None
         spikes = []
+        noise = self.params.current_noise if self.training and not export else 0.0
         for xt in steps:
+            if noise > 0:
+                xt = xt + (torch.rand_like(xt) * 2 - 1) * noise
             s, state = lif(xt, state, self.params)
             spikes.append(s)
         if as_list:

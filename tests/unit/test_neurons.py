@@ -93,3 +93,45 @@ def test_bad_parameters_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="either tau or beta"):
         LIFParams.from_config({"tau": 2.0, "beta": 0.5})
     assert LIFParams.from_config({"tau": 2.0}).beta == 0.5
+
+
+def test_current_clamp_bounds_the_input_current() -> None:
+    params = LIFParams(beta=0.5, threshold=1.0, current_clamp=1.5)
+    x = torch.tensor([[10.0, -10.0, 0.3]])
+    spike, mem = lif(x, None, params)
+    assert mem.tolist() == [[1.5, -1.5, pytest.approx(0.3)]]
+    assert spike.tolist() == [[1.0, 0.0, 0.0]]
+    # the same step without the clamp integrates the raw current
+    _, raw = lif(x, None, LIFParams(beta=0.5, threshold=1.0))
+    assert raw.tolist()[0][:2] == [10.0, -10.0]
+    with pytest.raises(ConfigError, match="below the threshold"):
+        LIFParams(threshold=1.0, current_clamp=0.5)
+    with pytest.raises(ConfigError, match=">= 0"):
+        LIFParams(current_noise=-0.1)
+    assert LIFParams.from_config({"current_clamp": 2.0, "current_noise": 0.05}).current_clamp == 2.0
+
+
+def test_current_noise_only_in_training() -> None:
+    torch.manual_seed(3)
+    x = torch.randn(6, 4, 32) * 0.7 + 0.6
+    layer = LIF(LIFParams(beta=0.5, threshold=1.0, current_noise=0.3), time_dim=0)
+    clean = LIF(LIFParams(beta=0.5, threshold=1.0), time_dim=0)
+    layer.eval()
+    assert torch.equal(layer(x), clean(x))  # evaluation is deterministic and noise-free
+    layer.train()
+    noisy = layer(x)
+    assert not torch.equal(noisy, clean(x))
+    # uniform noise in [-0.3, 0.3] moves only neurons within 0.3 of the threshold at the first step
+    first = (noisy[0] != clean(x)[0])
+    assert bool(((x[0] - 1.0).abs()[first] <= 0.3).all())
+
+
+def test_current_clamp_exports_as_a_clip() -> None:
+    onnx = pytest.importorskip("onnx")
+    import io
+
+    layer = LIF(LIFParams(beta=0.5, threshold=1.0, current_clamp=2.0, export=True), time_dim=1)
+    buf = io.BytesIO()
+    torch.onnx.export(layer, (torch.randn(1, 3, 8),), buf, input_names=["x"], dynamo=False)
+    ops = [n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node]
+    assert ops.count("Clip") == 3  # one per time step, on the current before integration

@@ -59,13 +59,16 @@ def test_unknown_architecture_or_parameter_is_a_config_error() -> None:
         build_model("eye-snn", chanels=[4])
 
 
-def test_export_mode_equals_training_graph_in_eval() -> None:
+@pytest.mark.parametrize("coding", [{}, {"onset_difference": True, "lif": {"current_clamp": 1.5}}])
+def test_export_mode_equals_training_graph_in_eval(coding: dict) -> None:
     torch.manual_seed(0)
-    eye = build_model("eye-snn", num_classes=7, channels=[4, 8]).eval()
+    eye = build_model("eye-snn", num_classes=7, channels=[4, 8], **coding).eval()
     frames = torch.rand(3, 4, 1, 16, 16)
     ref = eye(frames)
     set_export_mode(eye, True)
     torch.testing.assert_close(eye(frames), ref)
+    if coding:  # frame, frame difference and onset difference: three input channels
+        assert eye.features.blocks[0]["conv"].in_channels == 3
     sgn = build_model("skeleton-sgn", layout="kinect20", num_classes=4, channels=[4, 8], strides=[1, 2]).eval()
     x = _skeleton_inputs(2, 6, 20)
     ref = sgn(*x)
@@ -84,6 +87,10 @@ def test_exported_students_use_only_runtime_ops() -> None:
     eye = set_export_mode(build_model("eye-snn", num_classes=7, channels=[4, 8]).eval(), True)
     ops = _onnx_ops(eye, (torch.rand(1, 4, 16, 16),))
     assert "GreaterOrEqual" in ops and ops <= ALLOWED_ONNX_OPS, ops - ALLOWED_ONNX_OPS
+    clamped = set_export_mode(build_model("eye-snn", num_classes=7, channels=[4, 8], onset_difference=True,
+                                          lif={"current_clamp": 2.0}).eval(), True)
+    ops = _onnx_ops(clamped, (torch.rand(1, 4, 16, 16),))
+    assert "Clip" in ops and ops <= ALLOWED_ONNX_OPS | {"Clip"}, ops - ALLOWED_ONNX_OPS
     sgn = set_export_mode(build_model("skeleton-sgn", layout="kinect20", num_classes=4, channels=[4, 4],
                                       strides=[1, 1]).eval(), True)
     ops = _onnx_ops(sgn, tuple(_skeleton_inputs(1, 4, 20)))
