@@ -56,7 +56,8 @@ def register(app: typer.Typer) -> None:
     @app.command("distill")
     def distill(
         recipe: str = RecipeOpt,
-        teacher: Path = typer.Option(..., "--teacher", "-t", help="Run directory of the trained teacher (edgekd train)."),
+        teacher: List[Path] = typer.Option(..., "--teacher", "-t", help="Run directory of the trained teacher (edgekd "
+                                           "train); repeat for several teachers (per batch the lowest-CE one)."),
         overrides: Optional[List[str]] = SetOpt,
         out: Optional[Path] = OutOpt,
         resume: bool = ResumeOpt,
@@ -65,4 +66,5 @@ def register(app: typer.Typer) -> None:
         """Distill a recipe's student from a trained teacher with the recipe's KD losses."""
         from edgekd.distill.api import distill_recipe
 
-        _print_result(distill_recipe(recipe, teacher, overrides or [], out, resume=resume, progress=not as_json), as_json)
+        teachers = teacher[0] if len(teacher) == 1 else list(teacher)
+        _print_result(distill_recipe(recipe, teachers, overrides or [], out, resume=resume, progress=not as_json), as_json)

@@ -2,7 +2,8 @@
 
 train:   the recipe's teacher trained with its `teacher_losses` (default: cross-entropy).
 distill: the recipe's student trained with the recipe's `losses` against a trained teacher
-         read from a run directory (arch.json + model.pt).
+         read from a run directory (arch.json + model.pt), or against several (multi-teacher:
+         per batch the teacher with the lowest cross-entropy, e.g. MT-PKDOT).
 Both write, through `edgekd.artifacts.stage_dir`: model.pt (state_dict), arch.json,
 metrics.jsonl, checkpoints, and manifest.json with the best validation metrics, parameter
 counts and (for spiking models) firing rates per layer.
@@ -66,7 +67,7 @@ def firing_rate_batches(model: Any, data: Any, batch_size: int = 64, limit: int 
 
 
 def _run(recipe: Recipe, stage: str, out: Path, model_section: ModelSection, losses: Sequence[LossTerm],
-         teacher_dir: Path | None, resume: bool, progress: bool, log: Callable[[str], None] | None,
+         teacher_dirs: Sequence[Path], resume: bool, progress: bool, log: Callable[[str], None] | None,
          train_cfg: Any = None) -> dict[str, Any]:
     import torch
 
@@ -80,12 +81,13 @@ def _run(recipe: Recipe, stage: str, out: Path, model_section: ModelSection, los
     data = load_recipe_data(recipe)
     torch.manual_seed(recipe.seed)
     model = build_from_section(model_section, data.train)
-    teacher = None
+    teachers = []
     inputs: dict[str, str] = {}
-    if teacher_dir is not None:
-        teacher = load_model(teacher_dir, expect_arch=recipe.teacher.arch if recipe.teacher else None)
-        inputs["teacher_model"] = teacher_dir / "model.pt"
-    names = list(model.input_names) + (list(teacher.input_names) if teacher is not None else [])
+    for i, teacher_dir in enumerate(teacher_dirs):
+        teachers.append(load_model(teacher_dir, expect_arch=recipe.teacher.arch if recipe.teacher else None))
+        inputs["teacher_model" if i == 0 else f"teacher_model_{i + 1}"] = teacher_dir / "model.pt"
+    teacher = teachers[0] if len(teachers) == 1 else (teachers or None)
+    names = list(model.input_names) + [n for t in teachers for n in t.input_names]
     train_t, val_t = tensors_for(data.train, names), tensors_for(data.validation, names)
     groups = GROUP_KEYS.get(recipe.task, ())
     params = {"recipe": recipe.model_dump(mode="json"), "model": model_section.model_dump(mode="json"),
@@ -105,9 +107,10 @@ def _run(recipe: Recipe, stage: str, out: Path, model_section: ModelSection, los
         metrics: dict[str, Any] = {f"val_{k}": v for k, v in result.best_metrics.items()}
         metrics.update(best_epoch=result.best_epoch, epochs=result.epochs_run, parameters=count_parameters(model),
                        validation_samples=len(val_t), training_samples=len(train_t))
-        if teacher is not None:
-            metrics["teacher_parameters"] = count_parameters(teacher)
-            metrics["teacher_val_accuracy"] = evaluate(teacher, val_t, 128, "cpu", groups)["accuracy"]
+        for i, t in enumerate(teachers):
+            key = "teacher" if i == 0 else f"teacher_{i + 1}"
+            metrics[f"{key}_parameters"] = count_parameters(t)
+            metrics[f"{key}_val_accuracy"] = evaluate(t, val_t, 128, "cpu", groups)["accuracy"]
         if model_section.arch in SPIKING:
             metrics["firing_rates"] = firing_rates(model, firing_rate_batches(model, val_t))
         sd.set_metrics(**metrics)
@@ -129,21 +132,28 @@ def train_recipe(recipe_name: str, overrides: Sequence[str] = (), out: str | Pat
         losses = list(recipe.teacher_losses)
     dest = Path(out) if out else Path("runs") / recipe.name / ("01-train" if model == "teacher" else "01-train-student")
     train_cfg = recipe.teacher_train if (model == "teacher" and recipe.teacher_train) else recipe.train
-    return _run(recipe, "train", dest, section, losses, None, resume, progress, log, train_cfg)
+    return _run(recipe, "train", dest, section, losses, [], resume, progress, log, train_cfg)
 
 
-def distill_recipe(recipe_name: str, teacher_dir: str | Path, overrides: Sequence[str] = (), out: str | Path | None = None,
-                   resume: bool = True, progress: bool = True, log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Distill the recipe's student from the teacher in `teacher_dir` with the recipe's losses."""
+def distill_recipe(recipe_name: str, teacher_dir: str | Path | Sequence[str | Path], overrides: Sequence[str] = (),
+                   out: str | Path | None = None, resume: bool = True, progress: bool = True,
+                   log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Distill the recipe's student from the teacher in `teacher_dir` (or from several teachers,
+    a list of run directories: multi-teacher) with the recipe's losses."""
     recipe = load_recipe(recipe_name, overrides)
     if recipe.student is None:
         raise ConfigError(f"recipe '{recipe.name}' has no [student] section", hint="add [student] arch = '...'")
     if not recipe.losses:
         raise ConfigError(f"recipe '{recipe.name}' has no [[losses]]", hint="add the KD terms, e.g. name = 'kd'")
-    teacher_path = Path(teacher_dir)
-    if not teacher_path.is_dir():
-        from edgekd.errors import NotFoundError
+    teacher_paths = [Path(p) for p in ([teacher_dir] if isinstance(teacher_dir, (str, Path)) else teacher_dir)]
+    if not teacher_paths:
+        raise ConfigError("no teacher run directory given", hint="edgekd distill --teacher RUN_DIR [--teacher RUN_DIR2 ...]")
+    if len(set(teacher_paths)) != len(teacher_paths):
+        raise ConfigError("the same teacher run directory is given twice", hint="give each teacher once")
+    for teacher_path in teacher_paths:
+        if not teacher_path.is_dir():
+            from edgekd.errors import NotFoundError
 
-        raise NotFoundError(f"no teacher run directory '{teacher_path}'", hint="train one first: edgekd train --recipe NAME")
+            raise NotFoundError(f"no teacher run directory '{teacher_path}'", hint="train one first: edgekd train --recipe NAME")
     dest = Path(out) if out else Path("runs") / recipe.name / "02-distill"
-    return _run(recipe, "distill", dest, recipe.student, recipe.losses, teacher_path, resume, progress, log)
+    return _run(recipe, "distill", dest, recipe.student, recipe.losses, teacher_paths, resume, progress, log)

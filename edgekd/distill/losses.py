@@ -22,6 +22,9 @@ Definitions (T = temperature, p = softmax(z / T), KL(p_t || p_s) per sample):
            student's channels to the teacher's, then adaptive average pooling to the teacher's
            spatial/temporal shape) and the MSE between standardised features.
 - gcn2sgn: MK-SGN's GCN->SGN loss: (1 - alpha) * ce + alpha * kd + beta * feature.
+- pkdot:   PKDOT structural KD: entropic Sinkhorn divergence between teacher and student batch
+           similarity matrices at k anchors per row, optional hallucination of the privileged
+           modality's features (pkdot.py; the one term that is not a per-sample mean).
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ class KDOutputs:
     teacher_steps: Tensor | None = None
     student_features: dict[str, Tensor] = field(default_factory=dict)
     teacher_features: dict[str, Tensor] = field(default_factory=dict)
+    # Features of the first teacher at the terms' `reference_paths()` (with several teachers the
+    # other fields hold the teacher picked for the batch; these always come from the first).
+    reference_features: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Loss(nn.Module):
@@ -321,10 +327,24 @@ class WeightedLoss(nn.Module):
     def teacher_paths(self) -> list[str]:
         return sorted({p for t in self.terms.values() for p in t.teacher_paths()})
 
+    def reference_paths(self) -> list[str]:
+        return sorted({p for t in self.terms.values() if hasattr(t, "reference_paths") for p in t.reference_paths()})
+
+    def check_batch(self, batch_size: int, processes: int = 1) -> None:
+        """Reject terms that cannot work on batches of this size (before any training)."""
+        for t in self.terms.values():
+            if hasattr(t, "check_batch"):
+                t.check_batch(batch_size, processes)
+
     def build(self, out: KDOutputs) -> None:
         for t in self.terms.values():
             if hasattr(t, "build"):
                 t.build(out)
+
+    @property
+    def preparers(self) -> list[nn.Module]:
+        """Terms with a `prepare(batches, seed)` step to run on the training set before distillation."""
+        return [t for t in self.terms.values() if hasattr(t, "prepare")]
 
     def forward(self, out: KDOutputs) -> tuple[Tensor, dict[str, Tensor]]:
         parts = {name: term(out) for name, term in self.terms.items()}
@@ -334,3 +354,6 @@ class WeightedLoss(nn.Module):
 
 def make_loss(terms: list[Any]) -> WeightedLoss:
     return WeightedLoss(terms)
+
+
+from edgekd.distill import pkdot as _pkdot  # noqa: E402,F401  (registers 'pkdot'; it imports this module)

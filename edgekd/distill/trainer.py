@@ -6,6 +6,15 @@
   of the W processes takes the share `batch[rank::W]` and scales its mean loss by
   share/global*W, so the averaged gradient equals the one-process gradient on the whole batch.
   (BatchNorm statistics are per process, as in any DDP run without SyncBatchNorm.)
+  The exception is a term over the structure of the batch (`pkdot`): each process computes it
+  on its own share, so under DDP it sees batches of batch_size / W samples (no gather).
+- Several teachers (MT-PKDOT): every step runs them all and the loss terms see the one with the
+  lowest cross-entropy on the batch (summed over the processes, so every process picks the
+  same); the share of batches each teacher was picked is recorded per epoch. Terms with
+  `reference_paths()` read those modules on the first teacher. With one teacher the run, its
+  checkpoint fingerprint and resuming are as before.
+- Terms with a `prepare` step (pkdot's hallucination net) run it on the training set, through
+  the first teacher, before distillation; a resumed run restores its result from the checkpoint.
 - Metrics of every epoch appended to `metrics.jsonl`; the best epoch by the validation metric is
   kept (`best.pt`); `checkpoint-last.pt` (model, loss adapters, optimiser, schedule, RNG,
   history) is written atomically after every epoch, so Ctrl-C or a crash keeps the last good
@@ -30,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from edgekd.artifacts import atomic_write_bytes, atomic_write_text
@@ -260,6 +270,7 @@ class FitResult:
     history: list[dict[str, Any]]
     best_metrics: dict[str, Any]
     resumed_from: int | None = None
+    prepared: dict[str, dict[str, Any]] = field(default_factory=dict)  # per term: what its prepare step measured
 
 
 def _optimizer(params: Iterable[nn.Parameter], cfg: TrainSection) -> torch.optim.Optimizer:
@@ -277,12 +288,15 @@ def _lr_at(epoch: int, cfg: TrainSection) -> float:
     return 0.5 * cfg.lr * (1 + math.cos(math.pi * epoch / cfg.epochs))
 
 
-def _fingerprint(student: nn.Module, losses: Sequence[Any], cfg: TrainSection, seed: int) -> str:
+def _fingerprint(student: nn.Module, losses: Sequence[Any], cfg: TrainSection, seed: int,
+                 teachers: Sequence[nn.Module] = ()) -> str:
     train = cfg.model_dump(exclude={"device", "num_workers", "amp"})
     terms = [t.model_dump() if hasattr(t, "model_dump") else dict(t) for t in losses]
     desc = arch_description(student)
-    return json.dumps({"arch": desc["arch"], "params": desc["params"], "losses": terms, "train": train, "seed": seed},
-                      sort_keys=True, default=str)
+    what: dict[str, Any] = {"arch": desc["arch"], "params": desc["params"], "losses": terms, "train": train, "seed": seed}
+    if len(teachers) > 1:  # one teacher: the fingerprint of earlier runs, so they still resume
+        what["teachers"] = [{k: v for k, v in arch_description(t).items() if k in ("arch", "params")} for t in teachers]
+    return json.dumps(what, sort_keys=True, default=str)
 
 
 def _save_torch(path: Path, obj: Any) -> None:
@@ -320,7 +334,7 @@ def fit(
     val_data: TensorData,
     cfg: TrainSection,
     losses: Sequence[Any],
-    teacher: nn.Module | None = None,
+    teacher: nn.Module | Sequence[nn.Module] | None = None,
     out_dir: str | Path | None = None,
     seed: int = 0,
     group_keys: Sequence[str] = (),
@@ -330,7 +344,8 @@ def fit(
 ) -> FitResult:
     """Train `student` with the loss terms `losses` (LossTerm-like: name, weight, params).
 
-    `teacher` (frozen, eval mode) is required when a term needs it. With `out_dir`, writes
+    `teacher` (frozen, eval mode) is required when a term needs it; a list of teachers is the
+    multi-teacher mode (per batch the one with the lowest cross-entropy). With `out_dir`, writes
     metrics.jsonl, best.pt and checkpoint-last.pt there and resumes from the last checkpoint.
     On return the student holds the weights of the best epoch."""
     env = setup_distributed(cfg.device)
@@ -338,7 +353,10 @@ def fit(
     say = log if env.is_main else (lambda _msg: None)
     device = env.device
     loss = WeightedLoss(list(losses))
-    if loss.needs_teacher and teacher is None:
+    loss.check_batch(cfg.batch_size, env.world_size)
+    teachers: list[nn.Module] = [] if teacher is None else (
+        list(teacher) if isinstance(teacher, (list, tuple)) else [teacher])
+    if loss.needs_teacher and not teachers:
         need = [n for n, t in loss.terms.items() if t.needs_teacher]
         raise ConfigError(f"loss term '{need[0]}' needs a teacher, none was given",
                           hint="distill with a trained teacher (edgekd distill --teacher RUN_DIR), or use only 'ce'")
@@ -349,23 +367,36 @@ def fit(
         raise ConfigError(f"{len(train_data)} training samples for {env.world_size} processes")
     torch.manual_seed(seed)
     student.to(device)
-    use_teacher = teacher is not None and loss.needs_teacher
-    teacher_capture = None
+    use_teacher = bool(teachers) and loss.needs_teacher
+    captures: list[FeatureCapture] = []
+    reference_capture = None
+    picks = torch.zeros(len(teachers), dtype=torch.float64)  # batches per teacher in this epoch
     if use_teacher:
-        teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        teacher_capture = FeatureCapture(teacher, loss.teacher_paths(), "teacher")
+        for i, t in enumerate(teachers):
+            t.to(device).eval()
+            for p in t.parameters():
+                p.requires_grad_(False)
+            captures.append(FeatureCapture(t, loss.teacher_paths(), "teacher" if len(teachers) == 1 else f"teacher {i + 1}"))
+        reference_capture = FeatureCapture(teachers[0], loss.reference_paths(), "teacher" if len(teachers) == 1 else "teacher 1")
     module = StudentWithLoss(student, loss).to(device)
     amp = cfg.amp and device.type == "cuda"
 
-    def teacher_outputs(inputs: dict[str, Tensor]) -> dict[str, Any]:
+    def teacher_outputs(inputs: dict[str, Tensor], labels: Tensor, count: bool = True) -> dict[str, Any]:
         if not use_teacher:
             return {}
+        outs = []
         with torch.no_grad(), torch.autocast(device.type, enabled=amp):
-            logits, steps = call_model(teacher, inputs, steps=loss.needs_steps)
-        return {"teacher_logits": logits.float(), "teacher_steps": None if steps is None else steps.float(),
-                "teacher_features": teacher_capture.take()}
+            for t, cap in zip(teachers, captures):
+                logits, steps = call_model(t, inputs, steps=loss.needs_steps)
+                outs.append({"teacher_logits": logits.float(), "teacher_steps": None if steps is None else steps.float(),
+                             "teacher_features": cap.take()})
+        pick = 0
+        if len(outs) > 1:
+            ce = torch.stack([F.cross_entropy(o["teacher_logits"], labels, reduction="sum") for o in outs]).double().cpu()
+            pick = int(torch.argmin(_all_reduce_sum(ce, env)))
+            if count:
+                picks[pick] += 1
+        return {**outs[pick], "reference_features": reference_capture.take()}
 
     def to_device(data: TensorData, idx: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         return {k: v[idx].to(device, non_blocking=True) for k, v in data.inputs.items()}, data.labels[idx].to(device)
@@ -374,24 +405,41 @@ def fit(
     first = torch.arange(min(len(train_data), max(2, cfg.batch_size)))
     with torch.no_grad():
         inputs, labels = to_device(train_data, first)
-        t_out = teacher_outputs(inputs)
+        t_out = teacher_outputs(inputs, labels, count=False)
         logits, steps = call_model(student, inputs, steps=loss.needs_steps)
         loss.build(KDOutputs(labels=labels, student_logits=logits, student_steps=steps,
                              student_features=module.capture.take(), **t_out))
     module.to(device)
+    out = Path(out_dir) if out_dir is not None else None
+    resuming = out is not None and resume and (out / CHECKPOINT).exists()
+    prepared: dict[str, dict[str, Any]] = {}
+    if use_teacher and loss.preparers and not resuming:
+        def reference_batches() -> Iterator[tuple[int, dict[str, Tensor]]]:
+            for idx in _batches(len(train_data), max(cfg.batch_size, 64), seed, -1):
+                batch, _ = to_device(train_data, idx)
+                with torch.no_grad(), torch.autocast(device.type, enabled=amp):
+                    call_model(teachers[0], batch)
+                yield len(idx), reference_capture.take()
+
+        for term in loss.preparers:
+            message = term.prepare(reference_batches, seed=seed)
+            if message:
+                say(message)
+            if getattr(term, "prepared", None):
+                prepared[term.name] = dict(term.prepared)
+        module.to(device)
     model: nn.Module = module
     if env.distributed:
         model = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = _optimizer((p for p in module.parameters() if p.requires_grad), cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
-    out = Path(out_dir) if out_dir is not None else None
-    fingerprint = _fingerprint(student, losses, cfg, seed)
+    fingerprint = _fingerprint(student, losses, cfg, seed, teachers if use_teacher else ())
     history: list[dict[str, Any]] = []
     best_metric, best_epoch, best_metrics = -math.inf, -1, {}
     best_state: dict[str, Tensor] | None = None
     start_epoch, resumed_from = 0, None
-    if out is not None and resume and (out / CHECKPOINT).exists():
+    if resuming:
         ckpt = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
         if ckpt.get("fingerprint") != fingerprint:
             raise TrainingError(
@@ -422,15 +470,16 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             model.train()
-            if use_teacher:
-                teacher.eval()
+            for t in teachers if use_teacher else ():
+                t.eval()
+            picks.zero_()
             batches = [b for b in _batches(len(train_data), cfg.batch_size, seed, epoch) if len(b) >= env.world_size]
             sums = torch.zeros(2 + len(loss.terms), dtype=torch.float64)  # samples, correct, terms...
             with _progress(progress and env.is_main, len(batches), f"epoch {epoch + 1}/{cfg.epochs}") as advance:
                 for step, global_idx in enumerate(batches):
                     local = global_idx[env.rank :: env.world_size]
                     inputs, labels = to_device(train_data, local)
-                    t_out = teacher_outputs(inputs)
+                    t_out = teacher_outputs(inputs, labels)
                     with torch.autocast(device.type, enabled=amp):
                         total, parts, logits = model(inputs, labels, t_out)
                     finite = torch.tensor([float(torch.isfinite(total.detach()).all())])
@@ -459,6 +508,9 @@ def fit(
             record["loss"] = float(sum(loss.weights[k] * sums[2 + i] / sums[0] for i, k in enumerate(loss.terms)))
             for i, k in enumerate(loss.terms):
                 record[f"loss_{k}"] = float(sums[2 + i] / sums[0])
+            if use_teacher and len(teachers) > 1:
+                for i in range(len(teachers)):
+                    record[f"teacher_{i + 1}_picked"] = float(picks[i] / max(float(picks.sum()), 1.0))
             record.update({f"val_{k}": v for k, v in val.items()})
             record["seconds"] = round(time.time() - t0, 3)
             history.append(record)
@@ -490,8 +542,8 @@ def fit(
         raise
     finally:
         module.capture.remove()
-        if teacher_capture is not None:
-            teacher_capture.remove()
+        for cap in captures + ([reference_capture] if reference_capture is not None else []):
+            cap.remove()
         if env.initialized_here:
             import torch.distributed as dist
 
@@ -502,4 +554,4 @@ def fit(
     if best_state is not None:
         load_state_checked(student, best_state, "best epoch")
     return FitResult(best_metric=best_metric, best_epoch=best_epoch, epochs_run=len(history), history=history,
-                     best_metrics=best_metrics, resumed_from=resumed_from)
+                     best_metrics=best_metrics, resumed_from=resumed_from, prepared=prepared)

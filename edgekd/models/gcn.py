@@ -128,15 +128,32 @@ def _pool_persons(x: Tensor, persons: int) -> Tensor:
     return pooled.reshape(-1, persons, pooled.shape[1]).mean(dim=1)
 
 
+def _check_modalities(arch: str, modalities: Sequence[str]) -> tuple[str, ...]:
+    """The streams a model reads, in the canonical order (joints, bones, joint_motion, bone_motion)."""
+    chosen = list(modalities)
+    unknown = [m for m in chosen if m not in MODALITIES]
+    if unknown:
+        raise ConfigError(f"{arch}: unknown modality '{unknown[0]}'{did_you_mean(unknown[0], MODALITIES)}",
+                          hint=f"modalities: {', '.join(MODALITIES)}")
+    if not chosen or len(set(chosen)) != len(chosen):
+        raise ConfigError(f"{arch}: modalities must be a non-empty list without repeats, got {chosen}",
+                          hint=f"e.g. modalities = [\"joints\"]; all: {list(MODALITIES)}")
+    return tuple(m for m in MODALITIES if m in chosen)
+
+
 class SkeletonGCN(nn.Module):
-    """Multimodal GCN teacher. forward(joints, bones, joint_motion, bone_motion) -> (N, K)."""
+    """Multimodal GCN teacher. forward(joints, bones, joint_motion, bone_motion) -> (N, K).
+
+    `modalities` restricts it to some streams (e.g. ["bones", "bone_motion"], a per-modality
+    teacher); forward then takes those streams, in the order of `input_names`."""
 
     input_names = MODALITIES
 
     def __init__(self, layout: str, num_classes: int, size: str = "small", channels: Sequence[int] | None = None,
                  strides: Sequence[int] | None = None, in_channels: int = 3, persons: int = 1,
-                 temporal_kernel: int = 5, dropout: float = 0.0):
+                 temporal_kernel: int = 5, dropout: float = 0.0, modalities: Sequence[str] = MODALITIES):
         super().__init__()
+        self.input_names = _check_modalities("skeleton-gcn", modalities)
         channels = list(channels) if channels is not None else list(_sizes("skeleton-gcn", size, GCN_SIZES))
         strides = list(strides) if strides is not None else _default_strides(len(channels))
         if len(strides) != len(channels):
@@ -144,15 +161,22 @@ class SkeletonGCN(nn.Module):
         parts = adjacency_partitions(layout)
         v = parts.shape[1]
         self.persons = persons
-        self.input_bn = nn.ModuleDict({m: nn.BatchNorm1d(in_channels * v) for m in MODALITIES})
+        self.input_bn = nn.ModuleDict({m: nn.BatchNorm1d(in_channels * v) for m in self.input_names})
         self.stems = nn.ModuleDict(
-            {m: GCNUnit(in_channels, channels[0], parts, strides[0], temporal_kernel, residual=False) for m in MODALITIES}
+            {m: GCNUnit(in_channels, channels[0], parts, strides[0], temporal_kernel, residual=False)
+             for m in self.input_names}
         )
         self.trunk = nn.Sequential(
             *[GCNUnit(channels[i - 1], channels[i], parts, strides[i], temporal_kernel) for i in range(1, len(channels))]
         )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(channels[-1], num_classes)
+
+    def _streams(self, streams: Sequence[Tensor]) -> dict[str, Tensor]:
+        if len(streams) != len(self.input_names):
+            raise ConfigError(f"{type(self).__name__} reads {', '.join(self.input_names)}: "
+                              f"{len(self.input_names)} inputs, got {len(streams)}")
+        return dict(zip(self.input_names, streams))
 
     def _stem_input(self, name: str, x: Tensor) -> Tensor:
         x = _fold_persons(x)
@@ -161,10 +185,10 @@ class SkeletonGCN(nn.Module):
         y = self.input_bn[name](x.permute(0, 1, 3, 2).reshape(nm, c * v, t))
         return y.reshape(nm, c, v, t).permute(0, 1, 3, 2)
 
-    def forward(self, joints: Tensor, bones: Tensor, joint_motion: Tensor, bone_motion: Tensor) -> Tensor:
-        inputs = {"joints": joints, "bones": bones, "joint_motion": joint_motion, "bone_motion": bone_motion}
+    def forward(self, *streams: Tensor) -> Tensor:
+        inputs = self._streams(streams)
         fused = None
-        for name in MODALITIES:
+        for name in self.input_names:
             h = self.stems[name](self._stem_input(name, inputs[name]))
             fused = h if fused is None else fused + h
         h = self.trunk(fused)
@@ -244,15 +268,19 @@ class SpikingGraphUnit(nn.Module):
 
 
 class SkeletonSGN(nn.Module):
-    """MK-SGN spiking GCN student over four modalities. forward(...) -> (N, K)."""
+    """MK-SGN spiking GCN student over four modalities. forward(...) -> (N, K).
+
+    `modalities` restricts it to some streams (e.g. ["joints"]: a joints-only student for
+    privileged KD, where bones and motions are seen by the teacher only)."""
 
     input_names = MODALITIES
 
     def __init__(self, layout: str, num_classes: int, size: str = "small", channels: Sequence[int] | None = None,
                  strides: Sequence[int] | None = None, in_channels: int = 3, persons: int = 1,
                  temporal_kernel: int = 5, attention: bool | Sequence[int] = True,
-                 lif: dict[str, Any] | LIFParams | None = None):
+                 lif: dict[str, Any] | LIFParams | None = None, modalities: Sequence[str] = MODALITIES):
         super().__init__()
+        self.input_names = _check_modalities("skeleton-sgn", modalities)
         channels = list(channels) if channels is not None else list(_sizes("skeleton-sgn", size, SGN_SIZES))
         strides = list(strides) if strides is not None else [1, 1, 2, 1, 2, 1][: len(channels)] + [1] * max(0, len(channels) - 6)
         if len(strides) != len(channels):
@@ -266,10 +294,10 @@ class SkeletonSGN(nn.Module):
         self.export_mode = False
         c0 = channels[0]
         self.encoders = nn.ModuleDict(
-            {m: nn.Sequential(nn.Conv2d(in_channels, c0, 1, bias=False), nn.BatchNorm2d(c0)) for m in MODALITIES}
+            {m: nn.Sequential(nn.Conv2d(in_channels, c0, 1, bias=False), nn.BatchNorm2d(c0)) for m in self.input_names}
         )
-        self.encoder_lifs = nn.ModuleDict({m: LIF(params, 2) for m in MODALITIES})
-        self.fusion_logits = nn.Parameter(torch.zeros(len(MODALITIES), c0))
+        self.encoder_lifs = nn.ModuleDict({m: LIF(params, 2) for m in self.input_names})
+        self.fusion_logits = nn.Parameter(torch.zeros(len(self.input_names), c0))
         self.fusion_bn = nn.BatchNorm2d(c0)  # the fused current; the first unit's LIF spikes on it
         # attention: True (every unit), False, or the indices of the units that have it
         with_attention = set(range(len(channels))) if attention is True else set(attention or [])
@@ -282,11 +310,13 @@ class SkeletonSGN(nn.Module):
         self.out_lif = LIF(params, 2)
         self.head = nn.Linear(prev, num_classes)
 
-    def forward(self, joints: Tensor, bones: Tensor, joint_motion: Tensor, bone_motion: Tensor) -> Tensor:
-        inputs = {"joints": joints, "bones": bones, "joint_motion": joint_motion, "bone_motion": bone_motion}
+    _streams = SkeletonGCN._streams
+
+    def forward(self, *streams: Tensor) -> Tensor:
+        inputs = self._streams(streams)
         weights = torch.softmax(self.fusion_logits, dim=0)  # a constant once exported
         fused = None
-        for i, name in enumerate(MODALITIES):
+        for i, name in enumerate(self.input_names):
             spikes = self.encoder_lifs[name](self.encoders[name](_fold_persons(inputs[name])))
             term = spikes * weights[i].reshape(1, -1, 1, 1)
             fused = term if fused is None else fused + term
