@@ -145,8 +145,13 @@ def spike_fn(u: Tensor, params: LIFParams) -> Tensor:
     return _Heaviside.apply(u, params.surrogate, params.alpha)
 
 
-def lif(x: Tensor, state: Tensor | None, params: LIFParams) -> tuple[Tensor, Tensor]:
-    """One LIF step: input current `x`, previous membrane `state` (None = at rest)."""
+def lif(x: Tensor, state: Tensor | None, params: LIFParams, fired: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One LIF step: input current `x`, previous membrane `state` (None = at rest).
+
+    `fired` may pass the previous step's spikes, which equal H(state - threshold): the reset then
+    reuses that tensor instead of comparing again. Exported, the reset multiplies the spike
+    tensor the next layer already reads (an int8 tensor after quantization) rather than a second
+    comparison and cast, which the TFLite converter leaves in float32."""
     if params.current_clamp > 0:
         x = x.clamp(-params.current_clamp, params.current_clamp)
     if state is None:
@@ -155,7 +160,8 @@ def lif(x: Tensor, state: Tensor | None, params: LIFParams) -> tuple[Tensor, Ten
         if params.reset == "none":
             mem = params.beta * state + x
         else:
-            fired = (state >= params.threshold).to(state.dtype).detach()
+            fired = (state >= params.threshold).to(state.dtype) if fired is None else fired
+            fired = fired.detach()  # no gradient through the reset (snntorch's default)
             if params.reset == "subtract":
                 mem = params.beta * state + x - fired * params.threshold
             else:
@@ -224,12 +230,13 @@ class LIF(nn.Module):
         export = self.params.export
         steps = x if as_list else unbind_steps(x, self.time_dim, export)
         state: Tensor | None = None
+        s: Tensor | None = None
         spikes = []
         noise = self.params.current_noise if self.training and not export else 0.0
         for xt in steps:
             if noise > 0:
                 xt = xt + (torch.rand_like(xt) * 2 - 1) * noise
-            s, state = lif(xt, state, self.params)
+            s, state = lif(xt, state, self.params, fired=s)
             spikes.append(s)
         if as_list:
             return spikes

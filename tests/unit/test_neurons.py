@@ -111,6 +111,18 @@ def test_current_clamp_bounds_the_input_current() -> None:
     assert LIFParams.from_config({"current_clamp": 2.0, "current_noise": 0.05}).current_clamp == 2.0
 
 
+def test_layer_reusing_previous_spikes_equals_step_function() -> None:
+    torch.manual_seed(4)
+    x = torch.randn(7, 5, 12) * 0.8 + 0.5
+    for reset in ("subtract", "zero"):
+        params = LIFParams(beta=0.6, threshold=0.8, reset=reset)
+        state, expected = None, []
+        for t in range(x.shape[0]):
+            s, state = lif(x[t], state, params)  # recomputes the reset from the membrane
+            expected.append(s)
+        assert torch.equal(LIF(params, time_dim=0)(x), torch.stack(expected))
+
+
 def test_current_noise_only_in_training() -> None:
     torch.manual_seed(3)
     x = torch.randn(6, 4, 32) * 0.7 + 0.6
@@ -135,3 +147,5 @@ def test_current_clamp_exports_as_a_clip() -> None:
     torch.onnx.export(layer, (torch.randn(1, 3, 8),), buf, input_names=["x"], dynamo=False)
     ops = [n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node]
     assert ops.count("Clip") == 3  # one per time step, on the current before integration
+    # one comparison per step: the reset reuses the previous step's spikes (no second compare + cast)
+    assert ops.count("GreaterOrEqual") == 3 and ops.count("Cast") == 3
