@@ -151,7 +151,7 @@ def deploy(
 def run(
     model: Path = typer.Argument(..., help="An int8 .tflite model."),
     target: str = TargetOpt,
-    inputs: Path = typer.Option(..., "--inputs", help=".npy (or .npz) with [N, *input_shape]: int8, or float to quantize."),
+    inputs: Path = typer.Option(..., "--inputs", help=".npy (or .npz) with [N, *input_shape]: int8, or float to quantize; an eval.npz with several inputs."),
     labels: Optional[Path] = typer.Option(None, "--labels", help=".npy with N integer labels (for accuracy)."),
     out: Optional[Path] = OutOpt,
     reference: str = RefOpt,
@@ -170,7 +170,7 @@ def run(
     x = load_inputs(inputs)
     y = np.load(labels) if labels else None
     if limit:
-        x = x[:limit]
+        x = {k: v[:limit] for k, v in x.items()} if isinstance(x, dict) else x[:limit]
         y = y[:limit] if y is not None else None
     res = profile_mcu(model, target, x, labels=y, out_dir=out, reference=reference, timing_runs=timing_runs,
                       flash=flash, targets_dir=targets_dir or [], debug=debug, progress=not as_json)

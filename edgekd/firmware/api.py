@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 
 from edgekd.errors import DataError, DeviceError, MissingDependencyError, UsageError
 from edgekd.firmware.build import DEFAULT_STACK, FirmwareBuild, build_firmware, flash_firmware, resolve_target
+from edgekd.firmware.host import packed_inputs
 from edgekd.targets import TargetSpec
 
 
@@ -193,16 +194,64 @@ def quantize_inputs(inputs: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     return np.clip(q, info.min, info.max).astype(dtype)
 
 
-def interpreter_outputs(model: str | os.PathLike, inputs: np.ndarray, reference: str = "tflite") -> np.ndarray:
-    """The interpreter's int8 outputs for every input (TFLite reference kernels, or TFLite Micro)."""
+def input_arrays(inputs: np.ndarray | Mapping[str, np.ndarray], metas: Sequence[dict[str, Any]]) -> list[np.ndarray]:
+    """Every model input as [N, *shape] in its integer dtype, in the model's input order.
+
+    inputs: one array for a single-input model, or {name: array} with one entry per model input,
+    named as the model's input ('joints', or the TFLite name 'serving_default_joints:0'). Float
+    arrays are quantized with the input's scale; an array with the input's element count per
+    sample is reshaped to the input's shape."""
+    from edgekd.convert.runtime import tflite_name
+
+    if isinstance(inputs, Mapping):
+        names = [tflite_name(m["name"]) for m in metas]
+        given = {tflite_name(k): v for k, v in inputs.items()}
+        unknown = sorted(set(given) - set(names))
+        missing = [n for n in names if n not in given]
+        if unknown or missing:
+            raise DataError(f"the inputs are named {sorted(given)}; the model's inputs are {names}",
+                            hint="give one array per model input, keyed by its name")
+        arrays = [np.asarray(given[n]) for n in names]
+    else:
+        if len(metas) != 1:
+            raise DataError(f"the model has {len(metas)} inputs ({', '.join(tflite_name(m['name']) for m in metas)}) "
+                            "and one array was given", hint="give {name: array} with one array per input (an eval.npz "
+                                                            "written by edgekd convert holds them)")
+        arrays = [np.asarray(inputs)]
+    out = []
+    counts = {len(a) for a in arrays}
+    if len(counts) != 1:
+        raise DataError(f"the inputs hold different numbers of samples: {sorted(counts)}")
+    for a, meta in zip(arrays, metas):
+        x = quantize_inputs(a, meta)
+        shape = tuple(meta["shape"])
+        if x.shape[1:] != shape:
+            if x.ndim >= 1 and int(np.prod(x.shape[1:])) == int(np.prod(shape)):
+                x = x.reshape((x.shape[0], *shape))
+            else:
+                raise DataError(f"input '{tflite_name(meta['name'])}' has shape {list(x.shape[1:])} per sample; the "
+                                f"model takes {list(shape)}")
+        out.append(x)
+    return out
+
+
+def interpreter_outputs(model: str | os.PathLike, inputs: np.ndarray | Sequence[np.ndarray],
+                        reference: str = "tflite") -> np.ndarray:
+    """The interpreter's int8 outputs for every input (TFLite reference kernels, or TFLite Micro).
+
+    inputs: [N, *shape] for a single-input model, or a list of such arrays in the model's
+    input order (input_arrays gives them)."""
     raw = Path(model).read_bytes()
+    arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+    n = len(arrays[0])
     outs = []
     if reference == "tflm":
         from edgekd.convert.tflite2c import tflm_interpreter
 
         interp = tflm_interpreter(raw, 16 << 20)
-        for x in inputs:
-            interp.set_input(x, 0)
+        for i in range(n):
+            for pos, a in enumerate(arrays):
+                interp.set_input(a[i], pos)
             interp.invoke()
             outs.append(np.asarray(interp.get_output(0)).copy())
         return np.stack(outs)
@@ -213,10 +262,11 @@ def interpreter_outputs(model: str | os.PathLike, inputs: np.ndarray, reference:
                                      hint="pip install -c constraints.txt 'edgekd[convert]'") from None
     interp = Interpreter(model_content=raw, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     interp.allocate_tensors()
-    i_idx = interp.get_input_details()[0]["index"]
+    in_idx = [d["index"] for d in interp.get_input_details()]  # the model's input order
     o_idx = interp.get_output_details()[0]["index"]
-    for x in inputs:
-        interp.set_tensor(i_idx, x)
+    for i in range(n):
+        for idx, a in zip(in_idx, arrays):
+            interp.set_tensor(idx, a[i])
         interp.invoke()
         outs.append(interp.get_tensor(o_idx).copy())
     return np.stack(outs)
@@ -226,7 +276,7 @@ def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def profile_mcu(model: str | os.PathLike, target: str | TargetSpec, inputs: np.ndarray, *,
+def profile_mcu(model: str | os.PathLike, target: str | TargetSpec, inputs: np.ndarray | Mapping[str, np.ndarray], *,
                 labels: np.ndarray | None = None, out_dir: str | os.PathLike | None = None,
                 reference: str = "tflite", timing_runs: int = 20, timing_warmup: int = 2,
                 compare_with_interpreter: bool = True, binary_upload: bool | None = None,
@@ -237,7 +287,7 @@ def profile_mcu(model: str | os.PathLike, target: str | TargetSpec, inputs: np.n
     """Run every input on the board and report what the device did.
 
     inputs: [N, *input_shape] (int8 as the model takes, or float to be quantized with the model's
-    input scale). Per input: upload, `infer 1 0`, results. A failed input (e-[...], garbled reply,
+    input scale); for a model with several inputs, {input name: [N, *shape]} (see input_arrays). Per input: upload, `infer 1 0`, results. A failed input (e-[...], garbled reply,
     time-out, reboot) is retried `retries` times after a fresh handshake, then recorded as failed;
     after `max_consecutive_failures` failed inputs in a row, or a lost port, the run stops.
     Results of the inputs done so far are always kept. Timing: `infer timing_runs timing_warmup`
@@ -249,15 +299,11 @@ def profile_mcu(model: str | os.PathLike, target: str | TargetSpec, inputs: np.n
     spec = resolve_target(target, list(targets_dir or []))
     out = Path(out_dir) if out_dir else default_out_dir(model, spec.name)
     build = build_firmware(model, spec, out, reference=reference, stack_bytes=stack_bytes)
-    meta_in, metas_out = build.model["inputs"], build.model["outputs"]
-    if len(meta_in) != 1 or len(metas_out) != 1:
-        raise UsageError("profile_mcu runs single-input single-output models")
-    x = quantize_inputs(inputs, meta_in[0])
-    if x.shape[1:] != tuple(meta_in[0]["shape"]):
-        if x.ndim >= 1 and int(np.prod(x.shape[1:])) == int(np.prod(meta_in[0]["shape"])):
-            x = x.reshape((x.shape[0], *meta_in[0]["shape"]))
-        else:
-            raise DataError(f"inputs have shape {list(x.shape[1:])} per sample; the model takes {meta_in[0]['shape']}")
+    metas_out = build.model["outputs"]
+    if len(metas_out) != 1:
+        raise UsageError("profile_mcu runs single-output models (the class scores)")
+    arrays = input_arrays(inputs, build.model["inputs"])
+    x = packed_inputs(arrays)  # [N, bytes]: one upload per sample, the inputs back to back
     n = x.shape[0]
     if labels is not None and len(labels) != n:
         raise DataError(f"{len(labels)} labels for {n} inputs")
@@ -340,7 +386,7 @@ def profile_mcu(model: str | os.PathLike, target: str | TargetSpec, inputs: np.n
         "reference": reference,
     }
     if compare_with_interpreter and done.any():
-        ref = interpreter_outputs(model, x, reference).reshape(device.shape)
+        ref = interpreter_outputs(model, arrays, reference).reshape(device.shape)
         ok = done
         same = np.all(ref[ok].reshape(ok.sum(), -1) == device[ok].reshape(ok.sum(), -1), axis=1)
         result["bit_exact_inputs"] = int(same.sum())
@@ -435,8 +481,10 @@ def _progress(enabled: bool, total: int, label: str) -> Iterator[Any]:
         yield lambda: bar.advance(task)
 
 
-def load_inputs(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
-    """Inputs from a .npy file, or an array of a .npz (by key, else its first array)."""
+def load_inputs(path: str | os.PathLike, key: str | None = None) -> np.ndarray | dict[str, np.ndarray]:
+    """Inputs from a .npy file, or an array of a .npz (by key, else 'inputs', 'x' or its first
+    array). An eval.npz of a model with several inputs (x_<name> arrays and 'input_names', as
+    edgekd convert writes it) gives {name: array}."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"no inputs file '{p}'", hint="save the evaluation inputs with numpy.save (.npy) or savez (.npz)")
@@ -445,7 +493,9 @@ def load_inputs(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
         names = list(data.keys())
         if not names:
             raise DataError(f"{p} holds no arrays")
-        k = key or ("inputs" if "inputs" in names else names[0])
+        if key is None and "input_names" in names:
+            return {str(n): data[f"x_{n}"] for n in data["input_names"]}
+        k = key or next((c for c in ("inputs", "x") if c in names), names[0])
         if k not in names:
             raise DataError(f"{p} has no array '{k}' (it has {', '.join(names)})")
         return data[k]

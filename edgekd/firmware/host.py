@@ -8,6 +8,7 @@ import ctypes
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,17 +48,28 @@ class HostModel:
         n = int(self.metadata["arena_bytes"])
         return np.ctypeslib.as_array((ctypes.c_uint8 * n).from_address(self._lib.ekd_model_arena())).copy()
 
-    def run(self, inputs: np.ndarray) -> np.ndarray:
-        """inputs: [N, *input_shape] of the (single) input's dtype -> [N, *output_shape] of the output's dtype."""
-        if len(self.metadata["inputs"]) != 1 or len(self.metadata["outputs"]) != 1:
-            raise UsageError("run() takes single-input single-output models; use run_raw()")
-        meta_in, meta_out = self.metadata["inputs"][0], self.metadata["outputs"][0]
-        x = np.asarray(inputs)
-        if x.dtype != np.dtype(_np_dtype(meta_in["dtype"])):
-            raise UsageError(f"inputs are {x.dtype}, the model takes {meta_in['dtype']}")
-        n = x.shape[0]
-        raw = self.run_raw(x.reshape(n, -1).view(np.uint8))
+    def run(self, inputs: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """inputs: [N, *input_shape] of the input's dtype (a list of those, in the model's input
+        order, for several inputs) -> [N, *output_shape] of the (single) output's dtype."""
+        if len(self.metadata["outputs"]) != 1:
+            raise UsageError("run() takes single-output models; use run_raw()")
+        metas, meta_out = self.metadata["inputs"], self.metadata["outputs"][0]
+        arrays = [np.asarray(inputs)] if isinstance(inputs, np.ndarray) else [np.asarray(a) for a in inputs]
+        if len(arrays) != len(metas):
+            raise UsageError(f"{len(arrays)} input array(s) for a model with {len(metas)} inputs")
+        for x, meta in zip(arrays, metas):
+            if x.dtype != np.dtype(_np_dtype(meta["dtype"])):
+                raise UsageError(f"input '{meta['name']}' is {x.dtype}, the model takes {meta['dtype']}")
+        n = arrays[0].shape[0]
+        raw = self.run_raw(packed_inputs(arrays))
         return raw.view(_np_dtype(meta_out["dtype"])).reshape([n] + list(meta_out["shape"]))
+
+
+def packed_inputs(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """[N, total input bytes] uint8: each sample's inputs back to back in the model's input order,
+    the layout the C runtime takes (the board's db upload, the host build's run_raw)."""
+    n = len(arrays[0])
+    return np.concatenate([np.ascontiguousarray(a).reshape(n, -1).view(np.uint8) for a in arrays], axis=1)
 
 
 def _np_dtype(name: str):

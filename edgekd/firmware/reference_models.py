@@ -11,6 +11,8 @@ representative dataset), with the op patterns the students have:
                 PAD, MEAN, RESHAPE, QUANTIZE)
 - `skeleton_sgcn` unrolled spiking graph convolution over a skeleton sequence (C, T, V)
 - `face_cnn`    channel-cut residual CNN with squeeze-excitation on a 48x48 face
+- `two_streams` two inputs (joints and bones of a skeleton sequence) fused before a LIF layer,
+                like the skeleton student's modality streams
 
 TensorFlow is imported inside the functions (this module is only imported by tests/benchmarks).
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL_NAMES = ("cnn_ops", "eye_snn", "skeleton_sgcn", "face_cnn", "misc_ops")
+MODEL_NAMES = ("cnn_ops", "eye_snn", "skeleton_sgcn", "face_cnn", "misc_ops", "two_streams")
 
 
 @dataclass
@@ -48,17 +50,21 @@ def _tf():
     return tf
 
 
-def to_int8_tflite(fn, input_shape: tuple[int, ...], sample: Callable[[np.random.Generator], np.ndarray],
+def to_int8_tflite(fn, input_shape: tuple[int, ...] | list[tuple[int, ...]],
+                   sample: Callable[[np.random.Generator], np.ndarray],
                    calib: int = 32, seed: int = 0, per_tensor_dense: bool = False) -> bytes:
-    """Full-integer int8 conversion of a tf.function taking one float32 input."""
+    """Full-integer int8 conversion of a tf.function taking float32 input(s): one shape, or a
+    list of shapes (then `sample` draws each input in turn)."""
     tf = _tf()
     rng = np.random.default_rng(seed)
     conv = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], None)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
 
+    shapes = input_shape if isinstance(input_shape, list) else [input_shape]
+
     def rep():
         for _ in range(calib):
-            yield [sample(rng).astype(np.float32).reshape(input_shape)]
+            yield [sample(rng).astype(np.float32).reshape(shape) for shape in shapes]
 
     conv.representative_dataset = rep
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -141,6 +147,31 @@ def skeleton_sgcn(T: int = 4, V: int = 20, C: int = 3, hidden: int = 16, classes
 
     tfl = to_int8_tflite(model, (1, C, T, V), lambda r: r.normal(0, 1, (1, C, T, V)), seed=seed)
     return ReferenceModel("skeleton_sgcn", tfl, (1, C, T, V), f"spiking GCN, T={T}, V={V} joints, {classes} classes")
+
+
+def two_streams(T: int = 4, V: int = 12, C: int = 3, hidden: int = 8, classes: int = 5,
+                seed: int = 0) -> ReferenceModel:
+    """Two inputs [1, C, T, V] (joints, bones), projected, summed and fed to a LIF layer."""
+    tf = _tf()
+    rng = np.random.default_rng(seed)
+    w_j, w_b = _w(rng, C, hidden, scale=0.8), _w(rng, C, hidden, scale=0.5)
+    w_out = _w(rng, V * hidden, classes, scale=0.15)
+    spec = tf.TensorSpec([1, C, T, V], tf.float32)
+
+    @tf.function(input_signature=[spec, spec])
+    def model(joints, bones):
+        j, b = tf.transpose(joints, [0, 2, 3, 1]), tf.transpose(bones, [0, 2, 3, 1])  # [1, T, V, C]
+        v = tf.zeros([1, V, hidden])
+        outs = []
+        for t in range(T):
+            cur = tf.matmul(tf.reshape(j[:, t], [V, C]), w_j) + tf.matmul(tf.reshape(b[:, t], [V, C]), w_b)
+            s, v = _lif(tf, v, tf.reshape(cur, [1, V, hidden]), 0.8, 0.5)
+            outs.append(tf.reshape(s, [1, 1, V * hidden]))
+        return tf.matmul(tf.reduce_mean(tf.concat(outs, axis=1), axis=1), w_out)
+
+    shape = (1, C, T, V)
+    tfl = to_int8_tflite(model, [shape, shape], lambda r: r.normal(0, 1, shape), seed=seed)
+    return ReferenceModel("two_streams", tfl, shape, f"two input streams fused into a LIF layer, T={T}, V={V}")
 
 
 def face_cnn(size: int = 48, width: int = 8, classes: int = 7, seed: int = 0) -> ReferenceModel:
@@ -234,6 +265,7 @@ BUILDERS: dict[str, Callable[..., ReferenceModel]] = {
     "skeleton_sgcn": skeleton_sgcn,
     "face_cnn": face_cnn,
     "misc_ops": misc_ops,
+    "two_streams": two_streams,
 }
 
 

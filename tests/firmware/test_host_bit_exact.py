@@ -107,3 +107,60 @@ def test_reference_flavours_really_differ(ref_model, tmp_path, host_cc):
     ya, yb = a.run(x), b.run(x)
     assert not np.array_equal(ya, yb)
     assert np.abs(ya.astype(int) - yb.astype(int)).max() <= 8
+
+
+# ---------------------------------------------------------------- models with several inputs
+
+
+def test_several_inputs_run_in_the_model_order(ref_model, tmp_path, host_cc):
+    """Two inputs given by name (in the other order): the C runtime and both interpreters agree,
+    and swapping the two streams changes the result (the order is not a coincidence)."""
+    from edgekd.firmware.api import input_arrays, interpreter_outputs
+    from edgekd.firmware.host import build_host_model
+
+    path = ref_model("two_streams")
+    host = build_host_model(path, tmp_path / "host")
+    host_tflm = build_host_model(path, tmp_path / "host-tflm", reference="tflm")
+    metas = host.metadata["inputs"]
+    assert [m["name"] for m in metas] == ["joints", "bones"]
+    rng = np.random.default_rng(5)
+    shape = (N_INPUTS, *metas[0]["shape"])
+    given = {"bones": rng.normal(0, 1, shape).astype(np.float32), "joints": rng.normal(0, 1, shape).astype(np.float32)}
+    arrays = input_arrays(given, metas)
+    assert all(a.dtype == np.int8 for a in arrays)
+    mine = host.run(arrays)
+    assert np.array_equal(mine, interpreter_outputs(path, arrays).reshape(mine.shape))
+    assert np.array_equal(host_tflm.run(arrays), interpreter_outputs(path, arrays, "tflm").reshape(mine.shape))
+    assert not np.array_equal(host.run(arrays[::-1]), mine)
+    assert len({tuple(r) for r in mine.reshape(N_INPUTS, -1)[:50]}) > 5
+
+
+def test_input_arrays_match_names_and_refuse_mistakes():
+    from edgekd.errors import DataError
+    from edgekd.firmware.api import input_arrays
+
+    metas = [{"name": "serving_default_joints:0", "dtype": "int8", "shape": [1, 2, 3], "scale": 0.5, "zero_point": 1},
+             {"name": "serving_default_bones:0", "dtype": "int8", "shape": [1, 2, 3], "scale": 0.25, "zero_point": 0}]
+    j = np.full((4, 1, 2, 3), 1.0, np.float32)
+    b = np.full((4, 6), 1.0, np.float32)  # flat per sample: reshaped to the input's shape
+    got = input_arrays({"bones": b, "serving_default_joints:0": j}, metas)
+    assert [a.shape for a in got] == [(4, 1, 2, 3), (4, 1, 2, 3)]
+    assert int(got[0].flat[0]) == 3 and int(got[1].flat[0]) == 4  # 1/0.5 + 1, 1/0.25 + 0
+    with pytest.raises(DataError, match="model's inputs are"):
+        input_arrays({"joints": j, "bone": b}, metas)
+    with pytest.raises(DataError, match="2 inputs"):
+        input_arrays(j, metas)
+    with pytest.raises(DataError, match="different numbers of samples"):
+        input_arrays({"joints": j, "bones": b[:3]}, metas)
+
+
+def test_load_inputs_reads_eval_sets(tmp_path):
+    """An eval.npz as edgekd convert writes it: 'x' (and labels 'y'), or x_<name> per input."""
+    from edgekd.firmware.api import load_inputs
+
+    j, b = np.zeros((3, 2), np.float32), np.ones((3, 2), np.float32)
+    np.savez(tmp_path / "multi.npz", y=np.arange(3), x_joints=j, x_bones=b, input_names=np.array(["joints", "bones"]))
+    got = load_inputs(tmp_path / "multi.npz")
+    assert list(got) == ["joints", "bones"] and np.array_equal(got["bones"], b)
+    np.savez(tmp_path / "one.npz", y=np.arange(3), x=j)
+    assert np.array_equal(load_inputs(tmp_path / "one.npz"), j)

@@ -169,3 +169,15 @@ def test_cli_firmware_run(ref_model, tmp_path, arm_gcc, qemu):
 
     res = json.loads((tmp_path / "fw" / "profile.json").read_text())
     assert res["n_done"] == 12 and res["bit_exact"]
+
+
+def test_a_model_with_two_inputs_on_the_board(firmware):
+    """Several inputs go up as one db upload, back to back in the model's input order."""
+    from edgekd.firmware.api import profile_mcu
+
+    build = firmware("two_streams")
+    rng = np.random.default_rng(8)
+    shape = (24, *build.model["inputs"][0]["shape"])
+    x = {"joints": rng.normal(0, 1, shape).astype(np.float32), "bones": rng.normal(0, 1, shape).astype(np.float32)}
+    res = profile_mcu(build.model["source"], TARGET, x, out_dir=build.out_dir, timing_runs=0, progress=False)
+    assert res["n_done"] == 24 and res["bit_exact"] and res["bit_exact_inputs"] == 24, res["events"][:5]
