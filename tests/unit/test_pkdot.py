@@ -171,7 +171,9 @@ def test_hallucination_net_learns_a_mapping_then_is_frozen() -> None:
     # privileged features driven by 3 factors of the visual ones (the net's bottleneck is 16/4 = 4)
     privileged = torch.tanh(visual @ torch.randn(16, 3, generator=g) / 4) @ torch.randn(3, 8, generator=g)
     net = Hallucinator(16, 8)
+    torch.set_num_threads(2)
     fit_ = net.fit(visual, privileged, epochs=60, lr=3e-3)
+    assert torch.get_num_threads() == 2  # it trains on one thread and gives the caller's setting back
     assert fit_["held_out_r2"] > 0.8 and (fit_["samples"], fit_["held_out"]) == (820, 204)
     assert not any(p.requires_grad for p in net.parameters())
     shuffled = Hallucinator(16, 8).fit(visual, privileged[torch.randperm(1024, generator=g)], epochs=60, lr=3e-3)
