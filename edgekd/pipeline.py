@@ -169,7 +169,7 @@ class Pipeline:
         if (path / MANIFEST_NAME).exists() and read_manifest(path).inputs.get("model", {}).get("sha256") == \
                 _sha(bundle.model) and read_manifest(path).params.get("runs") == self.runs:
             return "skipped", _profile_metrics(path)
-        reference = host_outputs(bundle.model, bundle.eval_x) if bundle.eval_x is not None else None
+        reference = host_outputs(bundle.model, bundle.eval_inputs) if bundle.eval_inputs is not None else None
         profile_target(spec, bundle, settings, path, reference)
         return "done", _profile_metrics(path)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.runners.models import build_int8_classifier
+from tests.runners.models import build_int8_classifier, build_int8_multi_input
 from tests.runners.sshd import start_sshd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +50,12 @@ def sshd(tmp_path_factory):
 def small_model(tmp_path_factory):
     """(model.tflite, eval.npz): a fast int8 classifier with 64 evaluation samples."""
     return build_int8_classifier(tmp_path_factory.mktemp("small_model"))
+
+
+@pytest.fixture(scope="session")
+def multi_input_model(tmp_path_factory):
+    """(model.tflite, eval.npz): a three-input int8 classifier; two inputs share a shape."""
+    return build_int8_multi_input(tmp_path_factory.mktemp("multi_input_model"))
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,15 @@ Commands:
       environment and runtime checks; with a model, runs it and compares the output.
   hashes FILE...
       sha256 of each file (null when missing), so the host sends only what changed.
-  run --model FILE --inputs FILE.npy [--runs N --warmup W --min-time S --threads K --engine E]
-      the environment, then one `sample` line per evaluation input (output + latency), then
-      `latency` lines from timed runs, then `done`. Samples are also appended to a progress file,
-      so a rerun after a crash resumes where it stopped.
+  run --model FILE (--inputs FILE.npy | --input NAME FILE.npy ...) [--runs N --warmup W --min-time S
+      --threads K --engine E]
+      the environment, an `inputs` line (which array feeds which model input: by name, else by a
+      shape only they share; ambiguity is an `error` line before anything runs), then one `sample`
+      line per evaluation input (output + latency), then `latency` lines from timed runs, then
+      `done`. Samples are also appended to a progress file, so a rerun after a crash resumes
+      where it stopped.
   stream --model FILE [--threads K --engine E --power SOURCE ...]
-      live inference (the demo): a `ready` line with the input shape, then for each stdin line
+      live inference (the demo; single-input models): a `ready` line with the input shape, then for each stdin line
       {"i": N, "npy": base64 of an .npy array in the model's input layout} one `output` line
       (output, latency, and the newest power sample when a source was opened); a bad line gets
       an `error` line and the stream goes on; EOF ends it.
@@ -32,6 +35,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -251,7 +255,112 @@ def environment(runtime: str, runtime_version: str, engine: str, threads: int) -
 # ---------------------------------------------------------------- engines
 
 
-class TfliteModel:
+def tensor_name(name: str) -> str:
+    """'serving_default_joints:0' -> 'joints' (the SavedModel signature prefix and the port)."""
+    name = re.sub(r":\d+$", "", str(name))
+    return name[len("serving_default_"):] if name.startswith("serving_default_") else name
+
+
+def _sanitised(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+def _describe(items) -> str:
+    return ", ".join(f"{name} {list(shape)}" for name, shape in items) or "none"
+
+
+def match_inputs(model_inputs, arrays) -> list:
+    """Which evaluation array feeds each model input.
+
+    model_inputs: [(name, shape)] in the model's input order (shape with its batch axis);
+    arrays: [(name, per-sample shape)] of the evaluation data. Returns, per model input, the index
+    of its array. Matched by name (converters rename 'joints' to 'serving_default_joints:0' and
+    may reorder the inputs), then by a shape that only one array and one input share; a single
+    input and a single array always pair. Anything else is an AgentError naming both sides."""
+    model_inputs = [(tensor_name(n), [int(d) for d in shape][1:]) for n, shape in model_inputs]
+    arrays = [(str(n), [int(d) for d in shape]) for n, shape in arrays]
+    hint = ("use the evaluation set `edgekd convert` wrote with the model: one array per model input, "
+            "named x_<input name> (listed in input_names), in the model's input layout")
+    if len(model_inputs) != len(arrays):
+        raise AgentError(f"the model takes {len(model_inputs)} input(s) ({_describe(model_inputs)} per sample) but the "
+                         f"evaluation data has {len(arrays)} ({_describe(arrays)})", hint)
+    if len(arrays) == 1:
+        if model_inputs[0][1] != arrays[0][1]:
+            raise AgentError(f"evaluation inputs have shape {arrays[0][1]} per sample but the model expects "
+                             f"{model_inputs[0][1]}", hint)
+        return [0]
+    chosen: dict = {}
+    free = set(range(len(arrays)))
+    for k, (name, _) in enumerate(model_inputs):
+        for j in sorted(free):
+            if arrays[j][0] in (name, _sanitised(name)) or _sanitised(arrays[j][0]) == name:
+                chosen[k] = j
+                free.discard(j)
+                break
+    for k, j in chosen.items():
+        if model_inputs[k][1] != arrays[j][1]:
+            raise AgentError(f"model input '{model_inputs[k][0]}' expects {model_inputs[k][1]} per sample but the "
+                             f"evaluation array '{arrays[j][0]}' has {arrays[j][1]}", hint)
+    for k, (name, shape) in enumerate(model_inputs):
+        if k in chosen:
+            continue
+        same = [j for j in free if arrays[j][1] == shape]
+        rivals = [i for i, (_, s) in enumerate(model_inputs) if i not in chosen and s == shape]
+        if len(same) == 1 and len(rivals) == 1:
+            chosen[k] = same[0]
+            free.discard(same[0])
+    left = [k for k in range(len(model_inputs)) if k not in chosen]
+    if left:
+        unmatched = [model_inputs[k] for k in left]
+        spare = [arrays[j] for j in sorted(free)]
+        if any(not any(arrays[j][1] == shape for j in free) for _, shape in unmatched):
+            what = "no evaluation array has their name or shape"
+        else:
+            what = "several share a shape and their names match none of the arrays, so they cannot be told apart"
+        raise AgentError(f"cannot tell which evaluation array feeds model input(s) {_describe(unmatched)}: {what} "
+                         f"(unused arrays: {_describe(spare)})", hint)
+    return [chosen[k] for k in range(len(model_inputs))]
+
+
+class Engine:
+    """One model on one engine. Evaluation arrays are bound to the model's inputs once (by name,
+    else shape); prepare() then takes one sample per array, in the order they were bound."""
+
+    runtime = runtime_version = None
+
+    def input_list(self) -> list:
+        """[(name, shape with batch axis)] in the model's own input order."""
+        raise NotImplementedError
+
+    @property
+    def input_shape(self):
+        inputs = self.input_list()
+        if len(inputs) != 1:
+            raise AgentError(f"the model has {len(inputs)} inputs ({_describe(inputs)}); this needs a single-input model")
+        return [int(d) for d in inputs[0][1]]
+
+    def bind(self, arrays) -> list:
+        """arrays: [(name, per-sample shape)]; returns [(model input name, array name)]."""
+        self._feed = match_inputs(self.input_list(), arrays)
+        return [(tensor_name(m[0]), arrays[j][0]) for m, j in zip(self.input_list(), self._feed)]
+
+    def prepare(self, xs):
+        """One float32 sample per bound array (or one array for a single-input model), each with
+        its batch axis -> the tensors in the model's input order."""
+        if not isinstance(xs, (list, tuple)):
+            xs = [xs]
+        feed = getattr(self, "_feed", None)
+        if feed is None:
+            if len(xs) != 1 or len(self.input_list()) != 1:
+                raise AgentError(f"{len(xs)} array(s) for a model with {len(self.input_list())} input(s): bind them first")
+            feed = [0]
+        return [self.prepare_one(k, xs[j]) for k, j in enumerate(feed)]
+
+    def prepare_one(self, k: int, x):
+        raise NotImplementedError
+
+
+class TfliteModel(Engine):
     """A .tflite model on ai_edge_litert / tflite_runtime, optionally with the Edge TPU delegate."""
 
     def __init__(self, path: str, threads: int, engine: str):
@@ -269,26 +378,27 @@ class TfliteModel:
             kwargs["experimental_delegates"] = delegates
         self.interp = interpreter_cls(**kwargs)
         self.interp.allocate_tensors()
-        self.inp = self.interp.get_input_details()[0]
+        self.inputs = self.interp.get_input_details()
         self.out = self.interp.get_output_details()[0]
 
-    @property
-    def input_shape(self):
-        return [int(d) for d in self.inp["shape"]]
+    def input_list(self) -> list:
+        return [(d["name"], [int(v) for v in d["shape"]]) for d in self.inputs]
 
-    def prepare(self, x):
+    def prepare_one(self, k: int, x):
         """float32 sample -> the input tensor (quantized with the model's own scale/zero point)."""
         import numpy as np
 
-        dtype = self.inp["dtype"]
+        detail = self.inputs[k]
+        dtype = detail["dtype"]
         if np.issubdtype(dtype, np.integer):
-            scale, zero = self.inp["quantization"]
+            scale, zero = detail["quantization"]
             info = np.iinfo(dtype)
             x = np.clip(np.round(x / scale + zero), info.min, info.max)
-        return np.asarray(x, dtype=dtype).reshape(self.input_shape)
+        return np.asarray(x, dtype=dtype).reshape(detail["shape"])
 
-    def invoke(self, tensor):
-        self.interp.set_tensor(self.inp["index"], tensor)
+    def invoke(self, tensors):
+        for detail, tensor in zip(self.inputs, tensors):
+            self.interp.set_tensor(detail["index"], tensor)
         self.interp.invoke()
 
     def output(self):
@@ -301,7 +411,7 @@ class TfliteModel:
         return y.astype(np.float32).reshape(-1)
 
 
-class OnnxModel:
+class OnnxModel(Engine):
     def __init__(self, path: str, threads: int):
         try:
             import onnxruntime as ort  # type: ignore
@@ -312,18 +422,19 @@ class OnnxModel:
         providers = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in ort.get_available_providers()]
         self.session = ort.InferenceSession(path, sess_options=opts, providers=providers + ["CPUExecutionProvider"])
         self.runtime, self.runtime_version = "onnxruntime", ort.__version__
-        meta = self.session.get_inputs()[0]
-        self.input_name = meta.name
-        self.input_shape = [int(d) if isinstance(d, int) else 1 for d in meta.shape]
+        self.inputs = [(m.name, [int(d) if isinstance(d, int) else 1 for d in m.shape]) for m in self.session.get_inputs()]
         self._y = None
 
-    def prepare(self, x):
+    def input_list(self) -> list:
+        return list(self.inputs)
+
+    def prepare_one(self, k: int, x):
         import numpy as np
 
-        return np.asarray(x, dtype=np.float32).reshape(self.input_shape)
+        return np.asarray(x, dtype=np.float32).reshape(self.inputs[k][1])
 
-    def invoke(self, tensor):
-        self._y = self.session.run(None, {self.input_name: tensor})[0]
+    def invoke(self, tensors):
+        self._y = self.session.run(None, {name: t for (name, _), t in zip(self.inputs, tensors)})[0]
 
     def output(self):
         import numpy as np
@@ -454,19 +565,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         emit({"type": "error", "message": exc.message, "hint": exc.hint})
         return 2
     emit(environment(model.runtime, model.runtime_version, args.engine, args.threads))
-    inputs = np.load(args.inputs, mmap_mode="r")
-    expected = [int(d) for d in model.input_shape[1:]]
-    if [int(d) for d in inputs.shape[1:]] != expected:
-        emit({"type": "error", "message": f"evaluation inputs have shape {list(inputs.shape[1:])} per sample "
-              f"but the model expects {expected}", "hint": "convert the evaluation set with the model"})
+    named = [("x", args.inputs)] if args.inputs else []
+    named += [(name, path) for name, path in args.input]
+    if not named:
+        emit({"type": "error", "message": "no evaluation inputs given", "hint": "pass --inputs FILE.npy or --input NAME FILE.npy"})
         return 2
+    arrays = [np.load(path, mmap_mode="r") for _, path in named]
+    counts = sorted({len(a) for a in arrays})
+    if len(counts) != 1:
+        emit({"type": "error", "message": f"the evaluation arrays disagree on the number of samples: {counts}",
+              "hint": "give every input the same samples, in the same order"})
+        return 2
+    try:
+        bound = model.bind([(name, a.shape[1:]) for (name, _), a in zip(named, arrays)])
+    except AgentError as exc:
+        emit({"type": "error", "message": exc.message, "hint": exc.hint})
+        return 2
+    emit({"type": "inputs", "bound": bound, "samples": counts[0]})
+    count = counts[0]
+
+    def sample(i: int) -> list:
+        return [np.asarray(a[i], dtype=np.float32)[None] for a in arrays]
 
     # First inference after allocation: includes one-off set-up (delegate compile, caches).
     t0 = time.perf_counter()
-    model.invoke(model.prepare(np.asarray(inputs[0], dtype=np.float32)[None]))
+    model.invoke(model.prepare(sample(0)))
     emit({"type": "first", "invoke_ms": (time.perf_counter() - t0) * 1e3})
     for k in range(args.warmup):
-        model.invoke(model.prepare(np.asarray(inputs[k % len(inputs)], dtype=np.float32)[None]))
+        model.invoke(model.prepare(sample(k % count)))
 
     run_key = args.run_key or "default"
     progress_path = args.progress
@@ -474,11 +600,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if done:
         emit({"type": "resume", "already_done": len(done)})
     progress = open(progress_path, "a") if progress_path else None
-    for i in range(len(inputs)):
+    for i in range(count):
         if i in done:
             emit(done[i])
             continue
-        x = np.asarray(inputs[i], dtype=np.float32)[None]
+        x = sample(i)
         t_start = time.perf_counter()
         tensor = model.prepare(x)
         t_invoke = time.perf_counter()
@@ -497,7 +623,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress.close()
 
     # Timed runs: at least --runs invocations and at least --min-time seconds (TVM's time evaluator).
-    tensor = model.prepare(np.asarray(inputs[0], dtype=np.float32)[None])
+    tensor = model.prepare(sample(0))
     sampler = start_power(args)
     if sampler is not None:
         emit({"type": "marker", "name": "window_start", "t": time.monotonic()})
@@ -520,7 +646,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         finish_power(sampler)
     if progress_path and os.path.exists(progress_path):
         os.remove(progress_path)  # finished: the next run measures afresh instead of resuming
-    emit({"type": "done", "samples": len(inputs), "timed_runs": len(times)})
+    emit({"type": "done", "samples": count, "timed_runs": len(times)})
     return 0
 
 
@@ -532,12 +658,13 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
     try:
         model = open_model(args.model, args.engine, args.threads)
+        input_shape = model.input_shape  # the live stream sends one array per request
     except AgentError as exc:
         emit({"type": "error", "message": exc.message, "hint": exc.hint})
         return 2
     emit(environment(model.runtime, model.runtime_version, args.engine, args.threads))
     sampler = start_power(args)  # the board's power on the demo's screen, when it has a source
-    emit({"type": "ready", "input_shape": model.input_shape})
+    emit({"type": "ready", "input_shape": input_shape})
     count = 0
     for raw in sys.stdin:
         if not raw.strip():
@@ -547,8 +674,8 @@ def cmd_stream(args: argparse.Namespace) -> int:
             request = json.loads(raw)
             index = request.get("i")
             x = np.load(io.BytesIO(base64.b64decode(request["npy"])), allow_pickle=False)
-            if x.size != int(np.prod(model.input_shape)):
-                raise ValueError(f"input has shape {list(x.shape)} but the model expects {model.input_shape}")
+            if x.size != int(np.prod(input_shape)):
+                raise ValueError(f"input has shape {list(x.shape)} but the model expects {input_shape}")
             t_start = time.perf_counter()
             tensor = model.prepare(np.asarray(x, dtype=np.float32))
             t_invoke = time.perf_counter()
@@ -586,7 +713,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hashes)
     p = sub.add_parser("run", help="evaluate and time a model")
     p.add_argument("--model", required=True)
-    p.add_argument("--inputs", required=True, help=".npy of float32 samples in the model's input layout")
+    p.add_argument("--inputs", help=".npy of float32 samples in the model's input layout (a single-input model)")
+    p.add_argument("--input", nargs=2, action="append", default=[], metavar=("NAME", "FILE"),
+                   help="one evaluation array per model input, matched by name (else shape); repeatable")
     p.add_argument("--engine", default="tflite", choices=["tflite", "edgetpu", "onnxruntime", "tensorrt"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--warmup", type=int, default=10)

@@ -10,7 +10,8 @@ from typing import List, Optional
 import typer
 
 ArtifactArg = typer.Argument(..., help="A .tflite/.onnx model, or a directory written by `edgekd convert`.")
-EvalOpt = typer.Option(None, "--eval", help="Evaluation set .npz (x in the model's input layout, y labels).")
+EvalOpt = typer.Option(None, "--eval", help="Evaluation set .npz in the model's input layout: x (or x_<name> per input "
+                                            "and input_names, as `edgekd convert` writes it), y labels.")
 TargetsDirOpt = typer.Option(None, "--targets-dir", help="Extra folder of target TOML files (repeatable).")
 
 
@@ -31,6 +32,8 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
             return
         typer.echo(f"deployed to {result.target}:{result.workdir}")
+        if result.inputs:
+            typer.echo(f"  inputs     {result.inputs_check}")
         for path in result.sent:
             typer.echo(f"  sent       {path}")
         for path in result.unchanged:

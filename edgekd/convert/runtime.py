@@ -9,7 +9,6 @@ one at a time, as on the device.
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -175,40 +174,26 @@ def litert_interpreter(path: str | Path, threads: int = 1, preserve_all_tensors:
 
 def tflite_name(name: str) -> str:
     """'serving_default_frames:0' -> 'frames' (the SavedModel signature prefix and port)."""
-    name = re.sub(r":\d+$", "", name)
-    return name.removeprefix("serving_default_")
+    from edgekd.agent.edgekd_agent import tensor_name
 
-
-def _sanitised(name: str) -> str:
-    return re.sub(r"[^0-9A-Za-z_]", "_", name)
+    return tensor_name(name)
 
 
 def match_inputs(details: Sequence[Mapping[str, Any]], io: ModelIO) -> dict[str, Mapping[str, Any]]:
-    """Our input name -> the TFLite input detail, by name, else by unique shape, else by order."""
-    by_name: dict[str, Mapping[str, Any]] = {}
-    unmatched = list(details)
-    for sig in io.inputs:
-        for d in unmatched:
-            if tflite_name(d["name"]) in (sig.name, _sanitised(sig.name)):
-                by_name[sig.name] = d
-                unmatched.remove(d)
-                break
-    for sig in io.inputs:
-        if sig.name in by_name:
-            continue
-        same = [d for d in unmatched if tuple(d["shape"]) == sig.tflite_shape]
-        if len(same) == 1 or (len(unmatched) == 1 and len(io.inputs) - len(by_name) == 1):
-            chosen = same[0] if same else unmatched[0]
-            by_name[sig.name] = chosen
-            unmatched.remove(chosen)
-    missing = [s.name for s in io.inputs if s.name not in by_name]
-    if missing:
+    """Our input name -> the TFLite input detail: by name, else by a shape only they share (the
+    device agent's rule, so the host and the device bind inputs alike)."""
+    from edgekd.agent import edgekd_agent as agent
+
+    try:
+        feed = agent.match_inputs([(d["name"], d["shape"]) for d in details],
+                                  [(s.name, s.tflite_shape[1:]) for s in io.inputs])
+    except agent.AgentError as exc:
         raise ConversionError(
-            f"cannot tell which TFLite input is {missing}: TFLite inputs are "
+            f"cannot tell which TFLite input is which: {exc.message}; TFLite inputs are "
             f"{[(d['name'], list(d['shape'])) for d in details]}",
             hint="give the model's inputs distinct names and shapes",
-        )
-    return by_name
+        ) from None
+    return {io.inputs[j].name: details[k] for k, j in enumerate(feed)}
 
 
 def quantize(x: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:

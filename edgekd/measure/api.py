@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from edgekd.artifacts import atomic_write_json, atomic_write_text, sha256_file, stage_dir
-from edgekd.errors import DataError, DeviceError, EdgekdError, UsageError
+from edgekd.errors import DeviceError, EdgekdError, UsageError
 from edgekd.measure.latency import latency_stats
 from edgekd.runners.base import StreamingProcess
-from edgekd.runners.deploy import ModelBundle, deploy_bundle, resolve_bundle
+from edgekd.runners.deploy import ModelBundle, bind_eval_inputs, deploy_bundle, resolve_bundle
 from edgekd.targets import TargetSpec
 
 
@@ -57,28 +57,37 @@ class TargetResult:
 # ---------------------------------------------------------------- host reference
 
 
-def host_outputs(model: Path, x: np.ndarray) -> np.ndarray:
-    """The same model on this host's TFLite runtime (or onnxruntime), for on-device agreement."""
+def host_outputs(model: Path, inputs: Mapping[str, np.ndarray] | np.ndarray) -> np.ndarray:
+    """The same model on this host's TFLite runtime (or onnxruntime), for on-device agreement.
+
+    inputs: {name: (N, ...)} in the model file's layout (one array: a single-input model); they are
+    bound to the model's inputs as the agent binds them on the device (by name, else shape)."""
     from edgekd.agent import edgekd_agent as agent
 
+    if isinstance(inputs, np.ndarray):
+        inputs = {"x": inputs}
     try:
         engine = agent.open_model(str(model), "tflite", 1)
     except agent.AgentError as exc:
         raise DeviceError(f"cannot run {model.name} on this host: {exc.message}", hint=exc.hint) from None
-    expected = engine.input_shape[1:]
-    if list(x.shape[1:]) != list(expected):
-        raise DataError(
-            f"the evaluation inputs have shape {list(x.shape[1:])} per sample but {model.name} expects {list(expected)}",
-            hint="use the evaluation set written with the model by `edgekd convert` (it is in the model's input layout)",
-        )
+    bind_eval_inputs(engine, model, inputs)
+    arrays = list(inputs.values())
     outs = []
-    for i in range(len(x)):
-        engine.invoke(engine.prepare(x[i:i + 1]))
+    for i in range(len(arrays[0])):
+        engine.invoke(engine.prepare([x[i:i + 1] for x in arrays]))
         outs.append(engine.output())
     return np.stack(outs)
 
 
 # ---------------------------------------------------------------- one target
+
+
+def _inputs_sha(inputs: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name, x in inputs.items():
+        digest.update(f"{name}:{list(x.shape)}:".encode())
+        digest.update(np.ascontiguousarray(x).tobytes())
+    return digest.hexdigest()
 
 
 def _run_key(model_sha: str, inputs_sha: str, spec: TargetSpec) -> str:
@@ -90,20 +99,21 @@ def profile_target(spec: TargetSpec, bundle: ModelBundle, settings: ProfileSetti
                    reference: np.ndarray | None, on_start: Callable[[StreamingProcess], None] | None = None) -> TargetResult:
     from edgekd.runners import open_transport
 
-    if bundle.eval_x is None:
+    if bundle.eval_inputs is None:
         raise UsageError("profile needs evaluation inputs", hint="pass --eval FILE.npz (x, y) or a convert artifact directory")
     model_sha = sha256_file(bundle.model)
-    inputs_sha = hashlib.sha256(np.ascontiguousarray(bundle.eval_x).tobytes()).hexdigest()
+    inputs_sha = _inputs_sha(bundle.eval_inputs)
     params = {
         "target": spec.name, "engine": spec.runtime.engine, "threads": spec.runtime.threads,
         "runs": settings.runs, "warmup": settings.warmup, "min_time_s": settings.min_time_s,
         "model": bundle.model.name, "format": bundle.fmt or bundle.model.suffix.lstrip("."),
-        "model_bytes": bundle.model.stat().st_size, "samples": int(len(bundle.eval_x)),
+        "model_bytes": bundle.model.stat().st_size, "samples": bundle.samples,
+        "inputs": {name: list(x.shape[1:]) for name, x in bundle.eval_inputs.items()},
     }
     collected: dict[str, Any] = {"env": None, "first_ms": None, "samples": {}, "latency": [], "done": False,
                                  "resumed": 0, "error": None, "power": None, "power_idle": [],
                                  "power_samples": [], "markers": {}, "inferences_in_window": None,
-                                 "power_error": None}
+                                 "power_error": None, "inputs_bound": None}
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in ("results.json", "samples.jsonl"):  # results of an earlier run must not pass for this one's
         (out_dir / stale).unlink(missing_ok=True)
@@ -114,7 +124,7 @@ def profile_target(spec: TargetSpec, bundle: ModelBundle, settings: ProfileSetti
                 run_key = _run_key(model_sha, inputs_sha, spec)
                 argv = [
                     transport.python(), deployment.agent, "run", "--model", deployment.model,
-                    "--inputs", deployment.inputs, "--engine", spec.runtime.engine,
+                    *deployment.agent_input_args(), "--engine", spec.runtime.engine,
                     "--threads", spec.runtime.threads, "--warmup", settings.warmup, "--runs", settings.runs,
                     "--min-time", settings.min_time_s, "--progress", f"{deployment.workdir}/progress/{run_key}.jsonl",
                     "--run-key", run_key, "--watch-stdin",
@@ -136,7 +146,7 @@ def profile_target(spec: TargetSpec, bundle: ModelBundle, settings: ProfileSetti
                 if not collected["done"]:
                     tail = process.stderr.strip().splitlines()[-1:] or [f"exit {code}"]
                     raise DeviceError(
-                        f"{spec.name}: the agent stopped after {len(collected['samples'])} of {len(bundle.eval_x)} samples ({tail[0]})",
+                        f"{spec.name}: the agent stopped after {len(collected['samples'])} of {bundle.samples} samples ({tail[0]})",
                         hint="partial results are kept; run the same command again to resume",
                     )
         except (EdgekdError, KeyboardInterrupt):
@@ -162,6 +172,8 @@ def _collect(line: str, collected: dict[str, Any]) -> None:
     kind = obj.get("type")
     if kind == "env":
         collected["env"] = obj
+    elif kind == "inputs":
+        collected["inputs_bound"] = obj["bound"]
     elif kind == "first":
         collected["first_ms"] = obj["invoke_ms"]
     elif kind == "sample":
@@ -189,7 +201,7 @@ def _collect(line: str, collected: dict[str, Any]) -> None:
 def _summarise(collected: dict[str, Any], bundle: ModelBundle, reference: np.ndarray | None, complete: bool) -> dict[str, Any]:
     samples = collected["samples"]
     idx = np.array(sorted(samples), dtype=np.int64)
-    summary: dict[str, Any] = {"samples_done": int(len(idx)), "samples_total": int(len(bundle.eval_x)),
+    summary: dict[str, Any] = {"samples_done": int(len(idx)), "samples_total": bundle.samples,
                                "resumed_from_device": collected["resumed"]}
     if len(idx):
         outputs = np.stack([np.asarray(samples[i]["output"], dtype=np.float32) for i in idx])
@@ -250,7 +262,7 @@ def _energy_summary(collected: dict[str, Any]) -> dict[str, Any]:
 
 def _write_results(path: Path, params: dict, summary: dict, collected: dict, status: str) -> None:
     atomic_write_json(path / "results.json", {"status": status, "params": params, "summary": summary,
-                                              "env": collected["env"]})
+                                              "env": collected["env"], "inputs_bound": collected["inputs_bound"]})
     if collected["power_samples"]:
         atomic_write_json(path / "power.json", {"source": (collected["power"] or {}).get("source"),
                                                 "idle": collected["power_idle"], "samples": collected["power_samples"],
@@ -282,8 +294,8 @@ def profile(artifact: str | os.PathLike, targets: Sequence[str], settings: Profi
     bundles = {s.name: resolve_bundle(artifact, s, eval_set) for s in specs}
     references: dict[Path, np.ndarray] = {}
     for b in bundles.values():
-        if b.eval_x is not None and b.model.suffix == ".tflite" and b.model not in references:
-            references[b.model] = host_outputs(b.model, b.eval_x)
+        if b.eval_inputs is not None and b.model.suffix == ".tflite" and b.model not in references:
+            references[b.model] = host_outputs(b.model, b.eval_inputs)
     base = Path(out_dir) if out_dir else Path("runs") / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
 
     running: list[StreamingProcess] = []

@@ -1,16 +1,19 @@
 """Deploy: put the agent, a model and its evaluation inputs into a target's workdir.
 
-Only what changed is sent (sha256 on both sides). Before anything is sent, the device is checked
-for what the agent needs, and a missing piece fails with the exact install command.
+Only what changed is sent (sha256 on both sides). Before anything is sent, the evaluation arrays
+are matched to the model's inputs (the agent's rule: by name, else a shape only they share; a
+mismatch is a DataError) and the device is checked for what the agent needs: a missing piece
+fails with the exact install command.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,16 +35,21 @@ FORMAT_PREFERENCE = {
 
 @dataclass
 class ModelBundle:
-    """What a deploy sends: one model file and, optionally, an evaluation set."""
+    """What a deploy sends: one model file and, optionally, an evaluation set: one float32 array
+    (N, ...) per model input, by name, in the model file's input layout."""
 
     model: Path
-    eval_x: np.ndarray | None = None
+    eval_inputs: dict[str, np.ndarray] | None = None
     eval_y: np.ndarray | None = None
     fmt: str = ""
 
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def samples(self) -> int:
+        return len(next(iter(self.eval_inputs.values()))) if self.eval_inputs else 0
 
 
 @dataclass
@@ -50,33 +58,82 @@ class Deployment:
     workdir: str
     agent: str
     model: str
-    inputs: str | None
+    inputs: dict[str, str] = field(default_factory=dict)  # evaluation array name -> path on the device
+    inputs_check: str = ""
     sent: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def agent_input_args(self) -> list[str]:
+        """The agent's `run` arguments naming the evaluation arrays."""
+        return [a for name, path in self.inputs.items() for a in ("--input", name, path)]
 
-def load_eval_set(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None]:
-    """An .npz with x (N, ...) float32 in the model's input layout and optional y (N,) labels."""
+
+def load_eval_set(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """An .npz as `edgekd convert` writes it: x (N, ...) for a single-input model, or x_<name> per
+    input with input_names giving them; optional y (N,) labels. Returns ({name: float32 array}, y)."""
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"no evaluation set '{path}'")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        files = list(data.files)
+    except (OSError, ValueError, AttributeError) as exc:
         raise DataError(f"{path}: not a readable .npz ({exc})", hint="save it with numpy.savez(path, x=..., y=...)") from None
-    if "x" not in data:
-        raise DataError(f"{path}: no array 'x' (has {', '.join(data.files) or 'nothing'})",
-                        hint="save the inputs as x (N, ...) and labels as y (N,)")
-    x = np.asarray(data["x"], dtype=np.float32)
-    y = np.asarray(data["y"]).astype(np.int64) if "y" in data else None
-    if y is not None and len(y) != len(x):
-        raise DataError(f"{path}: x has {len(x)} samples but y has {len(y)}")
-    if len(x) == 0:
+    hint = "save the inputs as x (N, ...) and labels as y (N,); several inputs as x_<name> each plus input_names"
+    if "input_names" in files:
+        names = [str(n) for n in np.atleast_1d(data["input_names"])]
+        missing = [f"x_{n}" for n in names if f"x_{n}" not in files]
+        if missing or not names:
+            raise DataError(f"{path}: input_names lists {names} but {', '.join(missing) or 'nothing'} is missing "
+                            f"(has {', '.join(files)})", hint=hint)
+        inputs = {n: np.asarray(data[f"x_{n}"], dtype=np.float32) for n in names}
+    elif "x" in files:
+        inputs = {"x": np.asarray(data["x"], dtype=np.float32)}
+    else:
+        raise DataError(f"{path}: no array 'x' and no input_names (has {', '.join(files) or 'nothing'})", hint=hint)
+    counts = {name: len(x) for name, x in inputs.items()}
+    if len(set(counts.values())) != 1:
+        raise DataError(f"{path}: the inputs disagree on the number of samples: {counts}")
+    n = next(iter(counts.values()))
+    y = np.asarray(data["y"]).astype(np.int64) if "y" in files else None
+    if y is not None and len(y) != n:
+        raise DataError(f"{path}: the inputs have {n} samples but y has {len(y)}")
+    if n == 0:
         raise DataError(f"{path}: the evaluation set is empty")
-    return x, y
+    return inputs, y
+
+
+def check_inputs(bundle: ModelBundle) -> str:
+    """Before anything is sent or run: does the model take exactly the evaluation arrays?
+
+    Matched as the device's agent will match them (by name, else by a shape only they share),
+    with this host's runtime. A mismatch is a DataError. Returns what was checked; a model this
+    host cannot open (an Edge TPU-compiled file, no runtime here) is left to the agent, which
+    checks the same way on the device before running."""
+    if bundle.eval_inputs is None:
+        return "no evaluation inputs"
+    from edgekd.agent import edgekd_agent as agent
+
+    try:
+        engine = agent.open_model(str(bundle.model), "tflite", 1)
+    except (agent.AgentError, ValueError, RuntimeError) as exc:
+        reason = exc.message if isinstance(exc, agent.AgentError) else str(exc).splitlines()[0]
+        return f"not checked on this host ({reason}); the agent checks before running"
+    bound = bind_eval_inputs(engine, bundle.model, bundle.eval_inputs)
+    return "matched on this host: " + ", ".join(f"{m} <- {a}" for m, a in bound)
+
+
+def bind_eval_inputs(engine: Any, model: Path, inputs: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
+    """Bind evaluation arrays to an agent engine's inputs ([(model input, array)]); DataError if they do not fit."""
+    from edgekd.agent import edgekd_agent as agent
+
+    try:
+        return engine.bind([(name, x.shape[1:]) for name, x in inputs.items()])
+    except agent.AgentError as exc:
+        raise DataError(f"{model.name} does not take this evaluation data: {exc.message}", hint=exc.hint) from None
 
 
 def resolve_bundle(artifact: str | os.PathLike, spec: TargetSpec, eval_set: str | os.PathLike | None = None) -> ModelBundle:
@@ -107,10 +164,10 @@ def resolve_bundle(artifact: str | os.PathLike, spec: TargetSpec, eval_set: str 
             eval_set = artifact / outputs["eval"]["path"]
     else:
         raise NotFoundError(f"no model or artifact directory '{artifact}'")
-    x = y = None
+    inputs = y = None
     if eval_set is not None:
-        x, y = load_eval_set(eval_set)
-    return ModelBundle(model=model, eval_x=x, eval_y=y, fmt=fmt)
+        inputs, y = load_eval_set(eval_set)
+    return ModelBundle(model=model, eval_inputs=inputs, eval_y=y, fmt=fmt)
 
 
 def default_workdir(spec: TargetSpec) -> str:
@@ -162,6 +219,7 @@ def inputs_file(x: np.ndarray, cache_dir: Path) -> Path:
 
 
 def deploy_bundle(transport: Transport, spec: TargetSpec, bundle: ModelBundle, check: bool = True) -> Deployment:
+    inputs_check = check_inputs(bundle)  # a model that does not take the data fails before anything is sent
     if check:
         device_check(transport, spec)
     workdir = transport.expand(default_workdir(spec))
@@ -171,15 +229,17 @@ def deploy_bundle(transport: Transport, spec: TargetSpec, bundle: ModelBundle, c
         f"{workdir}/device_power.py": AGENT_PATH.with_name("device_power.py"),
         f"{workdir}/models/{model_sha[:12]}-{bundle.model.name}": bundle.model,
     }
-    inputs_remote = None
-    if bundle.eval_x is not None:
-        local_inputs = inputs_file(bundle.eval_x, Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgekd" / "inputs")
-        inputs_remote = f"{workdir}/data/{local_inputs.name}"
-        files[inputs_remote] = local_inputs
+    inputs_remote: dict[str, str] = {}
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgekd" / "inputs"
+    for name, x in (bundle.eval_inputs or {}).items():
+        local_inputs = inputs_file(x, cache)
+        inputs_remote[name] = f"{workdir}/data/{local_inputs.name}"
+        files[inputs_remote[name]] = local_inputs
     remote = remote_hashes(transport, list(files))
     deployment = Deployment(
         target=spec.name, workdir=workdir, agent=f"{workdir}/edgekd_agent.py",
         model=f"{workdir}/models/{model_sha[:12]}-{bundle.model.name}", inputs=inputs_remote,
+        inputs_check=inputs_check,
     )
     for dest, local in files.items():
         if remote.get(dest) == sha256_file(local):

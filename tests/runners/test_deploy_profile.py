@@ -129,17 +129,22 @@ def test_eval_inputs_that_do_not_match_the_model_fail_before_running(small_model
     assert not (tmp_path / "o" / "local").exists()
 
 
-def test_unreachable_host_times_out_with_hint(tmp_path):
+def mute_target(folder: Path) -> socket.socket:
+    """A target 'mute' whose port accepts TCP but never speaks SSH; close the socket after use."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
-    silent.listen(1)  # accepts TCP but never speaks SSH
-    port = silent.getsockname()[1]
-    (tmp_path / "t").mkdir()
-    (tmp_path / "t" / "mute.toml").write_text(
+    silent.listen(1)
+    folder.mkdir()
+    (folder / "mute.toml").write_text(
         'name = "mute"\ndescription = "x"\nkind = "linux"\n[transport]\ntype = "ssh"\n'
-        f'host = "127.0.0.1"\nport = {port}\nconnect_timeout_s = 2\n'
+        f'host = "127.0.0.1"\nport = {silent.getsockname()[1]}\nconnect_timeout_s = 2\n'
         '[runtime]\nengine = "tflite"\nformats = ["tflite-int8"]\n'
     )
+    return silent
+
+
+def test_unreachable_host_times_out_with_hint(tmp_path):
+    silent = mute_target(tmp_path / "t")
     # run_cli's own 60 s limit fails the test if the check hangs instead of timing out.
     res = run_cli("targets", "check", "mute", "--targets-dir", str(tmp_path / "t"), "--json", timeout=60)
     silent.close()
@@ -205,3 +210,45 @@ def test_ctrl_c_keeps_partial_results_and_stops_the_agent(sshd, slow_model, tmp_
     while agent_pids(str(workdir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert agent_pids(str(workdir)) == []  # the agent saw its stdin close and exited
+
+
+def test_deploy_and_profile_refuse_unknown_host_key_and_wrong_key(sshd, small_model, tmp_path):
+    from tests.runners.sshd import keygen
+
+    model, _ = small_model
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    other = tmp_path / "other_key"
+    keygen(other)
+    cases = {
+        "unknown-host": (sshd.client_config(alias="unknown-host", known_hosts=empty), "not in known_hosts", "ssh-keyscan"),
+        "wrong-key": (sshd.client_config(alias="wrong-key", key=other), "authentication refused", "ssh-copy-id"),
+    }
+    for alias, (config, detail, hint) in cases.items():
+        folder = tmp_path / f"targets-{alias}"
+        folder.mkdir()
+        workdir = tmp_path / f"w-{alias}"
+        (folder / "dev.toml").write_text(sshd.target_toml("dev", str(workdir), config=config, alias=alias,
+                                                          python=sys.executable))
+        res = run_cli("deploy", str(model), "--target", "dev", "--targets-dir", str(folder), timeout=60)
+        assert res.returncode == 8 and detail in res.stderr and hint in res.stderr, (alias, res.stderr)
+        res = run_cli("profile", str(model), "--target", "dev", "--targets-dir", str(folder), "--out",
+                      str(tmp_path / f"out-{alias}"), "--json", timeout=60)
+        [result] = json.loads(res.stdout)
+        assert res.returncode == 1 and result["status"] == "failed", (alias, res.stdout + res.stderr)
+        assert detail in result["error"] and hint in result["hint"]
+        assert not workdir.exists()
+    assert empty.read_text() == ""  # the unknown key was not added behind the user's back
+
+
+def test_profile_on_unreachable_host_times_out_with_hint(small_model, tmp_path):
+    silent = mute_target(tmp_path / "t")
+    try:
+        # run_cli's own 60 s limit fails the test if profile hangs instead of timing out.
+        res = run_cli("profile", str(small_model[0]), "--target", "mute", "--targets-dir", str(tmp_path / "t"),
+                      "--out", str(tmp_path / "out"), "--json", timeout=60)
+    finally:
+        silent.close()
+    [result] = json.loads(res.stdout)
+    assert res.returncode == 1 and result["status"] == "failed"
+    assert "timed out" in result["error"] and "reachable" in result["hint"]
