@@ -11,8 +11,8 @@ representative dataset), with the op patterns the students have:
                 PAD, MEAN, RESHAPE, QUANTIZE)
 - `skeleton_sgcn` unrolled spiking graph convolution over a skeleton sequence (C, T, V)
 - `face_cnn`    channel-cut residual CNN with squeeze-excitation on a 48x48 face
-- `two_streams` two inputs (joints and bones of a skeleton sequence) fused before a LIF layer,
-                like the skeleton student's modality streams
+- `two_streams` two inputs (joints and bones of a skeleton sequence) fused before a LIF layer
+                with a clamped input current, like the skeleton student's modality streams
 
 TensorFlow is imported inside the functions (this module is only imported by tests/benchmarks).
 """
@@ -165,6 +165,7 @@ def two_streams(T: int = 4, V: int = 12, C: int = 3, hidden: int = 8, classes: i
         outs = []
         for t in range(T):
             cur = tf.matmul(tf.reshape(j[:, t], [V, C]), w_j) + tf.matmul(tf.reshape(b[:, t], [V, C]), w_b)
+            cur = tf.clip_by_value(cur, -1.5, 1.5)  # the LIF current clamp (MINIMUM/MAXIMUM with a constant)
             s, v = _lif(tf, v, tf.reshape(cur, [1, V, hidden]), 0.8, 0.5)
             outs.append(tf.reshape(s, [1, 1, V * hidden]))
         return tf.matmul(tf.reduce_mean(tf.concat(outs, axis=1), axis=1), w_out)

@@ -113,12 +113,17 @@ def test_reference_flavours_really_differ(ref_model, tmp_path, host_cc):
 
 
 def test_several_inputs_run_in_the_model_order(ref_model, tmp_path, host_cc):
-    """Two inputs given by name (in the other order): the C runtime and both interpreters agree,
-    and swapping the two streams changes the result (the order is not a coincidence)."""
+    """Two inputs given by name (in the other order), a LIF current clamped by MINIMUM/MAXIMUM with
+    a constant: the C runtime and both interpreters agree, and swapping the two streams changes
+    the result (the order is not a coincidence)."""
+    from edgekd.convert.tflite2c import load_graph
     from edgekd.firmware.api import input_arrays, interpreter_outputs
     from edgekd.firmware.host import build_host_model
 
     path = ref_model("two_streams")
+    graph = load_graph(path)
+    clamps = [op for op in graph.operators if op.op in ("MINIMUM", "MAXIMUM")]  # the LIF current clamp
+    assert {op.op for op in clamps} == {"MINIMUM", "MAXIMUM"} and all(graph.tensors[op.inputs[1]].is_const for op in clamps)
     host = build_host_model(path, tmp_path / "host")
     host_tflm = build_host_model(path, tmp_path / "host-tflm", reference="tflm")
     metas = host.metadata["inputs"]
