@@ -23,6 +23,7 @@ ARCHITECTURES: dict[str, str] = {
     "eye-hybrid": "edgekd.models.eye:EyeHybrid",
     "skeleton-gcn": "edgekd.models.gcn:SkeletonGCN",
     "skeleton-sgn": "edgekd.models.gcn:SkeletonSGN",
+    "face-resemotenet": "edgekd.models.resemotenet:ResEmoteNet",
 }
 # Spiking architectures (firing rates and export mode apply).
 SPIKING = {"eye-snn", "skeleton-sgn"}
