@@ -62,10 +62,10 @@ from torch import Tensor, nn
 from edgekd.distill.losses import KDOutputs, Loss, register_loss
 from edgekd.errors import ConfigError, did_you_mean
 
-# POT probes every array library it finds when imported (TensorFlow among them: seconds and
-# hundreds of MB); only its torch backend is used here.
 SINKHORN_TOL = 1e-6  # L2 violation of the marginals (each 1/N) at which Sinkhorn stops
 
+# POT probes every array library it finds when imported (TensorFlow among them: seconds and
+# hundreds of MB); only its torch backend is used here.
 _POT_PROBES = ("POT_BACKEND_DISABLE_TENSORFLOW", "POT_BACKEND_DISABLE_JAX", "POT_BACKEND_DISABLE_CUPY")
 
 
