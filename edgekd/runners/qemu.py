@@ -33,6 +33,10 @@ from edgekd.errors import DeviceError, MissingDependencyError, TransportTimeout
 from edgekd.runners.serial import DutClient, SerialLink, TrafficLog
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# QEMU's CMSDK UART holds one received byte; each byte waits for a main-loop round trip, not for
+# the baud rate. Measured 0.09-0.3 ms a byte without -icount and ~1 ms with -icount on a busy
+# 2-core host; upload time-outs allow this much per byte.
+UART_BYTE_TIME_S = 0.005
 
 
 def _die_with_parent() -> Callable[[], None] | None:
@@ -125,7 +129,7 @@ class QemuBoard:
             self._launch()
             # hand the pty to the serial runner before the CPU runs: nothing of the banner is lost
             self.link = SerialLink(self.pty, 115200, exclusive=False, traffic=self.traffic).open()  # type: ignore[arg-type]
-            self.client = DutClient(self.link, command_timeout_s=self.command_timeout_s)
+            self.client = DutClient(self.link, command_timeout_s=self.command_timeout_s, byte_time_s=UART_BYTE_TIME_S)
             self.qmp("cont")
             if not self.client.wait_banner(self.boot_timeout_s):
                 raise TransportTimeout(

@@ -265,9 +265,12 @@ def _clear_hupcl(ser: Any) -> None:
 class DutClient:
     """The host side of the protocol on top of a SerialLink."""
 
-    def __init__(self, link: SerialLink, command_timeout_s: float = 5.0):
+    def __init__(self, link: SerialLink, command_timeout_s: float = 5.0, byte_time_s: float | None = None):
+        """byte_time_s: how long one byte of an upload may take (default: 10 bits at the baud
+        rate); an emulated UART is not paced by its baud rate, see QemuBoard."""
         self.link = link
         self.command_timeout_s = command_timeout_s
+        self.byte_time_s = byte_time_s if byte_time_s is not None else 10.0 / max(1, link.baud)
         self.noise: list[str] = []
         self._caps: set[str] | None = None
 
@@ -427,7 +430,7 @@ class DutClient:
                 if line.startswith(proto.INIT_DONE):
                     raise proto.BoardReset("the board rebooted during the upload")
             self.link.write(data)
-            reply = self._collect("edgekd-dbc", self.command_timeout_s + len(data) / max(1, self.link.baud / 10), True)
+            reply = self._collect("edgekd-dbc", self.command_timeout_s + len(data) * self.byte_time_s, True)
             if reply.find(proto.LOAD_DONE) is None:
                 raise proto.ProtocolError(f"binary upload of {len(data)} bytes ended without m-load-done")
             return "dbc"
