@@ -80,6 +80,22 @@ def test_invariant_to_a_permutation_applied_to_both(anchors: str) -> None:
                                       anchors=anchors)) != pytest.approx(float(base), rel=1e-3)
 
 
+def test_the_shift_is_a_constant_of_the_batch() -> None:
+    s_t = cosine_similarity_matrix(_embeddings(16, 8, 0))
+    student = _embeddings(16, 8, 1).requires_grad_(True)
+    grads = []
+    for offset in (0.0, 0.3):
+        value = structure_divergence(cosine_similarity_matrix(student) + offset, s_t, 6)
+        grads.append((float(value), torch.autograd.grad(value, student)[0]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-6)
+    # the same gradient as with the minimum taken as a plain number: none flows through it
+    s_s = cosine_similarity_matrix(student)
+    idx = anchor_columns(s_t, 6)
+    by_hand = sinkhorn_divergence((s_s - float(s_s.min())).gather(1, idx), (s_t - s_t.min()).gather(1, idx))
+    torch.testing.assert_close(torch.autograd.grad(by_hand, student)[0], grads[0][1], rtol=1e-4, atol=1e-7)
+
+
 def test_anchors_come_from_the_teacher_and_skip_the_sample_itself() -> None:
     s = cosine_similarity_matrix(_embeddings(10, 4, 0))
     least, most = anchor_columns(s, 3, "least"), anchor_columns(s, 3, "most")
