@@ -110,7 +110,9 @@ def _run(recipe: Recipe, stage: str, out: Path, model_section: ModelSection, los
         for i, t in enumerate(teachers):
             key = "teacher" if i == 0 else f"teacher_{i + 1}"
             metrics[f"{key}_parameters"] = count_parameters(t)
-            metrics[f"{key}_val_accuracy"] = evaluate(t, val_t, 128, "cpu", groups)["accuracy"]
+            # where fit() left it: after a CUDA run the student is back on the CPU, the teachers are not
+            device = next(t.parameters()).device
+            metrics[f"{key}_val_accuracy"] = evaluate(t, val_t, 128, device, groups)["accuracy"]
         if model_section.arch in SPIKING:
             metrics["firing_rates"] = firing_rates(model, firing_rate_batches(model, val_t))
         sd.set_metrics(**metrics)
