@@ -255,6 +255,19 @@ def environment(runtime: str, runtime_version: str, engine: str, threads: int) -
 # ---------------------------------------------------------------- engines
 
 
+def quantize(x, scale: float, zero: int, dtype):
+    """Float values -> a quantized integer tensor the way the device's TFLite runtime quantizes a
+    float input (its optimized and XNNPACK QUANTIZE kernels): x * (1 / scale) in float32, rounded
+    half to even, plus the zero point, clamped to the dtype. (TFLite's reference kernels, which
+    TFLite Micro and microcontroller firmware follow, round x / scale half away from zero instead.)
+    Eye frames in steps of 1/255 land on exact halves often, so the rule matters."""
+    import numpy as np
+
+    q = np.rint(np.asarray(x, dtype=np.float32) * (np.float32(1.0) / np.float32(scale))) + int(zero)
+    info = np.iinfo(dtype)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
 def tensor_name(name: str) -> str:
     """'serving_default_joints:0' -> 'joints' (the SavedModel signature prefix and the port)."""
     name = re.sub(r":\d+$", "", str(name))
@@ -392,8 +405,7 @@ class TfliteModel(Engine):
         dtype = detail["dtype"]
         if np.issubdtype(dtype, np.integer):
             scale, zero = detail["quantization"]
-            info = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale + zero), info.min, info.max)
+            return quantize(x, scale, zero, dtype).reshape(detail["shape"])
         return np.asarray(x, dtype=dtype).reshape(detail["shape"])
 
     def invoke(self, tensors):

@@ -203,8 +203,9 @@ def quantize(x: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
     scale, zero = detail["quantization"]
     if not scale:
         raise ConversionError(f"TFLite input {detail['name']} is {np.dtype(dtype).name} without quantization parameters")
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(dtype)
+    from edgekd.agent.edgekd_agent import quantize as tflite_quantize  # one rule on the host and the device
+
+    return tflite_quantize(x, scale, zero, dtype)
 
 
 def dequantize(q: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
@@ -255,6 +256,11 @@ class TFLiteRunner:
     @property
     def output_dtype(self) -> str:
         return np.dtype(self.output["dtype"]).name
+
+    def output_step(self) -> float | None:
+        """The quantization step of an integer output (None for float outputs)."""
+        scale, _zero = self.output.get("quantization", (0.0, 0))
+        return float(scale) if np.dtype(self.output["dtype"]).kind in "iu" and scale else None
 
     def run_one(self, sample: Mapping[str, np.ndarray]) -> np.ndarray:
         """`sample`: {name: one sample in model layout, without the batch axis}."""

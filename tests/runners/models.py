@@ -7,16 +7,18 @@ from pathlib import Path
 import numpy as np
 
 
-def full_int8(model, representative) -> bytes:
-    """A Keras model as a full-int8 TFLite flatbuffer (int8 in and out)."""
+def full_int8(model, representative, float_io: bool = False) -> bytes:
+    """A Keras model as a full-int8 TFLite flatbuffer: int8 in and out, or float in and out
+    (the runtime's QUANTIZE and DEQUANTIZE ops at the edges) with float_io."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    if not float_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
     return converter.convert()
 
 
