@@ -61,14 +61,15 @@ def method_configs(quick: bool) -> dict[str, dict[str, Any]]:
                           else ["data.options.samples=400", "train.epochs=10", "teacher_train.epochs=5"]),
         },
     }
-    # PKDOT: the data and teacher of mskd_eye / mksgn_synthetic (shared runs); --quick trains the
-    # students for one epoch (the whole script must stay under 3 minutes)
+    # PKDOT: full runs share the data, teachers and no-KD students of mskd_eye / mksgn_synthetic;
+    # --quick uses smaller sets of its own (the whole script must stay under 3 minutes)
     configs["pkdot_eye"] = {
         "recipe": "eye-pkdot", "logit_kd": True,
-        "overrides": (["data.options.samples=300", "train.epochs=1", "teacher_train.epochs=3"] if quick
+        "overrides": (["data.options.samples=160", "data.options.frames=4", "train.epochs=1",
+                       "teacher_train.epochs=2"] if quick
                       else ["data.options.samples=800", "train.epochs=8", "teacher_train.epochs=8"]),
     }
-    skeleton_sizes = (["data.options.samples=160", "train.epochs=1", "teacher_train.epochs=2",
+    skeleton_sizes = (["data.options.samples=96", "data.options.frames=8", "train.epochs=1", "teacher_train.epochs=1",
                        "student.params.size=\"tiny\""] if quick
                       else ["data.options.samples=400", "train.epochs=10", "teacher_train.epochs=5"])
     configs["pkdot_skeleton"] = {"recipe": "skeleton-pkdot", "overrides": skeleton_sizes, "logit_kd": True}
