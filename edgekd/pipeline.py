@@ -31,10 +31,13 @@ Log = Callable[[str], None]
 QUICKSTART = {
     "eye": ("eye-mskd", [
         "data.options.samples=1120", "data.options.subjects=28",
-        "teacher_train.epochs=10", "train.epochs=20", 'student.params={size="small"}',
-        # int8 moves spikes whose membrane sits within one quantization step of the threshold:
-        # on this short training the accuracy holds (within 1 point) but top-1 agreement with
-        # fp32 is ~90 %, so the quick run accepts 85 % (the ledger shows the measured value).
+        # teacher ~124 k parameters (the recipe's full teacher is ~220 k), student tiny (~24 k)
+        "teacher.params.spatial_channels=[24, 48, 96]", "teacher.params.temporal_channels=[24, 48, 96]",
+        "teacher.params.hidden=96", "teacher_train.epochs=10", "train.epochs=20",
+        # int8 moves spikes whose membrane sits within a quantization step of the threshold, and
+        # a briefly trained student has many near-ties: accuracy holds (within 1 point) but top-1
+        # agreement with fp32 is ~92 % (docs/int8-spiking.md), so the quick run accepts 85 %
+        # (the ledger shows the measured value and the near-tie share).
         "convert.calibration_samples=100", "convert.min_agreement=0.85",
     ]),
     "skeleton": ("skeleton-mksgn", [

@@ -248,8 +248,9 @@ def convert_model(model: Any, held_out: HeldOut, calibration: Any, target: Any, 
                                  f"({runner.delegate_error}); measured with TFLite's built-in kernels, which a "
                                  "device must then use too")
                 scores = runner.predict(held_out.inputs)
+                step = runner.output_step()
                 hop = ledger.add(compare("tflite-fp32", f"tflite-{mode}", fp32_scores, scores, labels, classes,
-                                         "quantized", options.limits, fp16=mode == "fp16"))
+                                         "quantized", options.limits, fp16=mode == "fp16", output_step=step))
                 hop.data = f"quantizer: {result.quantizer_used.get(mode, '-')}"
                 log(hop.line())
                 if not hop.ok and mode == "int8":

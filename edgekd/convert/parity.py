@@ -67,6 +67,11 @@ class HopResult:
     worst_classes: list[dict[str, Any]] = field(default_factory=list)
     layers: dict[str, Any] | None = None
     data: str = ""
+    # int8 outputs: the output's quantization step, the share of samples whose source top-2
+    # margin is below it (a tie the int8 output cannot resolve), and the agreement on the others.
+    output_step: float | None = None
+    near_ties: float | None = None
+    agreement_beyond_ties: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,8 +86,12 @@ class HopResult:
 
 def compare(hop_source: str, hop_target: str, reference: np.ndarray, candidate: np.ndarray,
             labels: np.ndarray | None, classes: Sequence[str] | None, kind: str, limits: ParityLimits,
-            data: str = "", fp16: bool = False) -> HopResult:
-    """Compare the scores of two formats of one model on the same samples."""
+            data: str = "", fp16: bool = False, output_step: float | None = None) -> HopResult:
+    """Compare the scores of two formats of one model on the same samples.
+
+    `output_step`: the quantization step of the candidate's scores (int8 outputs). Samples whose
+    source top-2 margin is below one step are near-ties the candidate cannot tell apart; their
+    share and the agreement on the other samples are reported beside the plain agreement."""
     reference = np.asarray(reference, np.float32)
     candidate = np.asarray(candidate, np.float32)
     if reference.shape != candidate.shape:
@@ -105,6 +114,12 @@ def compare(hop_source: str, hop_target: str, reference: np.ndarray, candidate: 
         delta = round(100 * (acc_t - acc_s), 4)
         uar_s, uar_t = macro_recall(ref_top, labels), macro_recall(cand_top, labels)
         worst = worst_classes(ref_top, cand_top, labels, classes)
+    near_ties = beyond = None
+    if output_step and n and reference.shape[1] > 1:
+        top2 = np.sort(reference, axis=1)[:, -2:]
+        tie = (top2[:, 1] - top2[:, 0]) < output_step
+        near_ties = float(tie.mean())
+        beyond = float((ref_top == cand_top)[~tie].mean()) if (~tie).any() else None
     failures: list[str] = []
     if kind == "float":
         min_within, min_agree = limits.float_min_within, limits.float_min_agreement
@@ -119,14 +134,17 @@ def compare(hop_source: str, hop_target: str, reference: np.ndarray, candidate: 
             failures.append(f"accuracy drops {-delta:.2f} points ({100 * acc_s:.2f} -> {100 * acc_t:.2f} %) "
                             f"> {limits.max_accuracy_drop:g}")
         if agreement < limits.min_agreement:
-            failures.append(f"top-1 agreement {100 * agreement:.2f} % < {100 * limits.min_agreement:.0f} %")
+            failures.append(f"top-1 agreement {100 * agreement:.2f} % < {100 * limits.min_agreement:.0f} %"
+                            + (f" ({100 * near_ties:.1f} % of samples are within one int8 output step "
+                               f"({output_step:.3g}) of a tie; agreement on the others "
+                               f"{100 * beyond:.2f} %)" if near_ties and beyond is not None else ""))
         hop_limits = {"max_accuracy_drop": limits.max_accuracy_drop, "min_agreement": limits.min_agreement}
     return HopResult(
         hop=f"{hop_source} -> {hop_target}", source=hop_source, target=hop_target, kind=kind, samples=n,
         agreement=agreement, max_abs=float(err.max()) if n else 0.0, p99_abs=float(np.percentile(err, 99)) if n else 0.0,
         within_tolerance=within, tolerance=tol, accuracy_source=acc_s, accuracy_target=acc_t, accuracy_delta=delta,
         uar_source=uar_s, uar_target=uar_t, ok=not failures, failures=failures, limits=hop_limits,
-        worst_classes=worst, data=data,
+        worst_classes=worst, data=data, output_step=output_step, near_ties=near_ties, agreement_beyond_ties=beyond,
     )
 
 
@@ -212,7 +230,15 @@ def failure_error(hop: HopResult, parity_path: Path) -> ParityError:
             message += f", from torch module '{culprit['torch_module']}'"
         elif culprit.get("onnx_node"):
             message += f", ONNX node '{culprit['onnx_node']}'"
+    flips = [f for f in (hop.layers or {}).get("spike_flips", []) if f["firing_rate"] > 0]
+    if flips:
+        worst_flip = max(flips, key=lambda f: f["flip_rate"])
+        message += (f". Spikes moved by int8: {100 * worst_flip['flip_rate']:.1f} % of neurons at '{worst_flip['tensor']}' "
+                    f"(firing {100 * worst_flip['firing_rate']:.1f} %), {100 * flips[0]['flip_rate']:.2f} % at the first spiking layer")
     hint = f"see {parity_path}"
+    if flips:
+        hint += ("; for spiking students, train with lif.current_clamp (bounds the current's int8 range) and "
+                 "lif.current_noise (robustness to moved spikes), see docs/int8-spiking.md")
     if hop.kind == "quantized":
         hint += ("; more or more representative calibration samples, per-channel quantization, or keeping "
                  "that layer's activations in range (e.g. a clamp/BN before it) usually help; "
@@ -271,6 +297,18 @@ def layer_report(fp32_tflite: str | Path, int8_tflite: str | Path, io: Any, inpu
         t = outs[0]
         layers.append({"index": op.index, "op": op.op, "tensor": inv_q.tensors[t].name,
                        "relative_error": round(out_err, 6), "added_error": round(out_err - in_err, 6)})
+    # Spiking layers: the share of spikes that int8 moved (a spike is one CAST output of a
+    # comparison). Flips grow from layer to layer and from step to step; this is where to look.
+    spikes = []
+    for op in inv_q.ops:
+        if op.op != "CAST" or not op.outputs or op.outputs[0] not in q:
+            continue
+        name, arr = q[op.outputs[0]]
+        ref = fp_by_name.get(name)
+        if ref is None or ref.shape != arr.shape:
+            continue
+        spikes.append({"index": op.index, "tensor": name, "firing_rate": round(float(np.mean(ref != 0)), 6),
+                       "flip_rate": round(float(np.mean((ref != 0) != (arr != 0))), 6)})
     ranked = sorted(layers, key=lambda r: -r["added_error"])[:top]
     if ranked and onnx_path is not None:
         graph = _OnnxValues(onnx_path, {k: v[:1] for k, v in inputs.items()})
@@ -289,7 +327,7 @@ def layer_report(fp32_tflite: str | Path, int8_tflite: str | Path, io: Any, inpu
                         r["torch_module"] = node_modules[candidate]
                         break
     return {"samples": int(next(iter(inputs.values())).shape[0]), "layers": layers, "top": ranked,
-            "culprit": ranked[0] if ranked else None}
+            "culprit": ranked[0] if ranked else None, "spike_flips": spikes}
 
 
 def float_divergence(fp32_tflite: str | Path, onnx_path: str | Path, io: Any, inputs: Mapping[str, np.ndarray],

@@ -93,6 +93,25 @@ def test_quantized_hop_reports_worst_classes_and_fails_with_numbers(tmp_path: Pa
     assert [r["format"] for r in rows] == ["tflite-fp32", "tflite-int8"]
 
 
+def test_near_ties_within_one_output_step_are_counted_apart() -> None:
+    # 100 samples: 20 whose two best scores differ by 0.01 (below the int8 step 0.05), of which
+    # the candidate flips 5; and 1 flip among the 80 clear ones.
+    ref = np.zeros((100, 3), np.float32)
+    ref[:, 0] = 1.0
+    ref[:20, 1] = 0.99
+    cand = ref.copy()
+    cand[:5, 1] = 1.02
+    cand[50, 2] = 2.0
+    hop = compare("tflite-fp32", "tflite-int8", ref, cand, None, None, "quantized",
+                  ParityLimits(min_agreement=0.98), output_step=0.05)
+    assert hop.agreement == pytest.approx(0.94)
+    assert hop.near_ties == pytest.approx(0.20)
+    assert hop.agreement_beyond_ties == pytest.approx(79 / 80)
+    assert "20.0 % of samples are within one int8 output step (0.05) of a tie; agreement on the others 98.75 %" in hop.failures[0]
+    plain = compare("tflite-fp32", "tflite-fp16", ref, cand, None, None, "quantized", ParityLimits(min_agreement=0.98))
+    assert plain.near_ties is None and "tie" not in plain.failures[0]
+
+
 def test_score_shape_mismatch_is_a_parity_error() -> None:
     with pytest.raises(ParityError, match="score shapes differ"):
         compare("a", "b", np.zeros((3, 4)), np.zeros((3, 5)), None, None, "float", ParityLimits())
