@@ -36,6 +36,7 @@ import _common  # noqa: F401  (puts the repository on sys.path)
 import numpy as np
 
 from _common import write_result
+from edgekd.errors import EdgekdError
 
 RECIPES = {"eye": "eye-mskd", "skeleton": "skeleton-mksgn", "face": "face-mini-resemotenet"}
 # --quick: shorter sequences only (the time steps an unrolled SNN converts and runs); widths and
@@ -115,7 +116,11 @@ def convert_all(built: dict[str, dict[str, Any]], workdir: Path, quick: bool, wo
         jobs = {task: pool.submit(convert_saved, task, str(workdir / task / "student"), str(m["convert_dir"]), quick)
                 for task, m in built.items()}
         for task, job in jobs.items():
-            built[task]["convert_seconds"] = job.result()
+            try:
+                built[task]["convert_seconds"] = job.result()
+            except EdgekdError as exc:  # recorded, and the other tasks are still measured
+                built[task]["error"] = exc.message
+                print(f"{task}: the student does not convert: {exc.message}", flush=True)
 
 
 def models_from_run(task: str, run: Path) -> dict[str, Any]:
@@ -232,7 +237,13 @@ def main() -> None:
             print(f"converting {', '.join(tasks)} ({args.workers} at a time) ...", flush=True)
             convert_all(built, Path(tmp), args.quick, args.workers)
         for task, models in built.items():
+            if models.get("error"):
+                config["tasks"][task] = {"recipe": models["recipe"], "data": models["data_options"],
+                                         "convert_error": models["error"]}
+                figures[f"{task}_converted"] = 0
+                continue
             task_figures, task_config = measure_task(task, models, threads, min_time)
+            task_figures[f"{task}_converted"] = 1
             figures.update(task_figures)
             config["tasks"][task] = task_config
             print(f"{task}: int8 student {task_figures[f'{task}_tflite_int8_student_ms']:.3f} ms, fp32 teacher "

@@ -152,9 +152,9 @@ def test_unreachable_host_times_out_with_hint(tmp_path):
     assert res.returncode == 1 and not login["ok"] and "timed out" in login["detail"] and login["hint"]
 
 
-def _start_profile(model, eval_set, folder, out, env):
+def _start_profile(model, eval_set, folder, out, env, min_time: str = "0"):
     cmd = [sys.executable, "-m", "edgekd", "profile", str(model), "--eval", str(eval_set), "--target", "dev",
-           "--targets-dir", str(folder), "--runs", "5", "--min-time", "0", "--out", str(out), "--json"]
+           "--targets-dir", str(folder), "--runs", "5", "--min-time", min_time, "--out", str(out), "--json"]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **env})
 
@@ -198,7 +198,10 @@ def test_ctrl_c_keeps_partial_results_and_stops_the_agent(sshd, slow_model, tmp_
     model, eval_set = slow_model
     workdir = tmp_path / "remote-int"
     folder = write_target(tmp_path / "targets", sshd, "dev", str(workdir))
-    proc = _start_profile(model, eval_set, folder, tmp_path / "out", {"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    # timed runs after the samples (up to 300 s or the agent's 10000-run cap): the run is still
+    # going when the signal comes, however late a busy machine lets this test see the progress file
+    proc = _start_profile(model, eval_set, folder, tmp_path / "out", {"XDG_CACHE_HOME": str(tmp_path / "cache")},
+                          min_time="300")
     _wait_for_progress(workdir, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
