@@ -20,3 +20,12 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
         [sys.executable, "-m", "edgekd", *args],
         capture_output=True, text=True, timeout=timeout, env=full_env, cwd=REPO,
     )
+
+
+def default_sigint() -> None:
+    """preexec_fn for a child that a test interrupts with SIGINT: a shell's background job (nohup
+    cmd &, CI wrappers) starts with SIGINT ignored, which the child would inherit and Python would
+    then never raise KeyboardInterrupt."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, default_sigint, run_cli
 
 NASTY_DIR = "work dir;$(touch PWNED)'`x`"
 
@@ -156,6 +156,7 @@ def _start_profile(model, eval_set, folder, out, env, min_time: str = "0"):
     cmd = [sys.executable, "-m", "edgekd", "profile", str(model), "--eval", str(eval_set), "--target", "dev",
            "--targets-dir", str(folder), "--runs", "5", "--min-time", min_time, "--out", str(out), "--json"]
     return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint,
                             env={**os.environ, **env})
 
 

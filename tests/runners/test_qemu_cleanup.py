@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.firmware.fixtures import arm_gcc, model_dir, qemu, ref_model  # noqa: F401
+from tests.helpers import default_sigint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,7 +59,7 @@ def elf(ref_model, tmp_path_factory, arm_gcc, qemu):
 def test_qemu_does_not_outlive_its_parent(how, elf):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     parent = subprocess.Popen([sys.executable, "-c", PARENT, str(elf), how], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=REPO, preexec_fn=default_sigint)
     qemu_pid = None
     try:
         line = parent.stdout.readline()  # type: ignore[union-attr]
