@@ -134,6 +134,17 @@ def fold_constants(proto: Any) -> Any:
     return folded
 
 
+def _rewrite_graph(proto: Any, nodes: list[Any], initializers: list[Any]) -> None:
+    """Replace the graph's nodes, add `initializers`, and drop initializers no node reads."""
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    proto.graph.initializer.extend(initializers)
+    used = {i for n in proto.graph.node for i in n.input}
+    keep = [i for i in proto.graph.initializer if i.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+
+
 def one_hot_matmuls_to_slices(proto: Any) -> tuple[Any, int]:
     """Replace MatMul(A, W) with W a constant whose every column is one-hot (a single 1.0)
     by an exact selection of A's last axis: Slice for consecutive indices, else Gather."""
@@ -171,13 +182,7 @@ def one_hot_matmuls_to_slices(proto: Any) -> tuple[Any, int]:
             new_nodes.append(helper.make_node("Gather", [node.input[0], idx], list(node.output), name=node.name, axis=-1))
     if not replaced:
         return proto, 0
-    del proto.graph.node[:]
-    proto.graph.node.extend(new_nodes)
-    proto.graph.initializer.extend(new_inits)
-    used = {i for n in proto.graph.node for i in n.input}
-    keep = [i for i in proto.graph.initializer if i.name in used]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(keep)
+    _rewrite_graph(proto, new_nodes, new_inits)
     onnx.checker.check_model(proto)
     return proto, replaced
 
@@ -213,13 +218,7 @@ def batchnorm_to_mul_add(proto: Any) -> tuple[Any, int]:
         done += 1
     if not done:
         return proto, 0
-    del proto.graph.node[:]
-    proto.graph.node.extend(new_nodes)
-    proto.graph.initializer.extend(new_inits)
-    used = {i for n in proto.graph.node for i in n.input}
-    keep = [i for i in proto.graph.initializer if i.name in used]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(keep)
+    _rewrite_graph(proto, new_nodes, new_inits)
     return proto, done
 
 
