@@ -639,26 +639,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     sampler = start_power(args)
     if sampler is not None:
         emit({"type": "marker", "name": "window_start", "t": time.monotonic()})
-    times, started, chunk = [], time.perf_counter(), []
-    while len(times) < args.runs or (time.perf_counter() - started) < args.min_time:
+    # --max-runs bounds the latencies kept. Without a power sampler it also ends the run early (a
+    # microsecond model needs no more); with one the window must still last --min-time, or a fast
+    # model's energy would come from a few samples of the power rail.
+    times, started, chunk, inferences = [], time.perf_counter(), [], 0
+    while inferences < args.runs or (time.perf_counter() - started) < args.min_time:
         t = time.perf_counter()
         model.invoke(tensor)
         dt = (time.perf_counter() - t) * 1e3
-        times.append(dt)
-        chunk.append(dt)
-        if len(chunk) == 200:
-            emit({"type": "latency", "invoke_ms": chunk})
-            chunk = []
-        if len(times) >= args.max_runs:
+        inferences += 1
+        if len(times) < args.max_runs:
+            times.append(dt)
+            chunk.append(dt)
+            if len(chunk) == 200:
+                emit({"type": "latency", "invoke_ms": chunk})
+                chunk = []
+        elif sampler is None:
             break
     if chunk:
         emit({"type": "latency", "invoke_ms": chunk})
     if sampler is not None:
-        emit({"type": "marker", "name": "window_end", "t": time.monotonic(), "inferences": len(times)})
+        emit({"type": "marker", "name": "window_end", "t": time.monotonic(), "inferences": inferences})
         finish_power(sampler)
     if progress_path and os.path.exists(progress_path):
         os.remove(progress_path)  # finished: the next run measures afresh instead of resuming
-    emit({"type": "done", "samples": count, "timed_runs": len(times)})
+    emit({"type": "done", "samples": count, "timed_runs": inferences})
     return 0
 
 
@@ -732,7 +737,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--runs", type=int, default=100)
-    p.add_argument("--max-runs", type=int, default=10000)
+    p.add_argument("--max-runs", type=int, default=10000, help="latencies kept at most")
     p.add_argument("--min-time", type=float, default=1.0, help="seconds of timed runs at least")
     p.add_argument("--progress", help="file that records finished samples, for resuming")
     p.add_argument("--run-key", help="identifies the model+inputs+settings in the progress file")

@@ -98,6 +98,9 @@ def test_profile_power_square_wave_matches_analytic(small_model, tmp_path):
     a, b = markers["window_start"], markers["window_end"]
     expected_mj = wave.energy(a, b) / summary["energy"]["inferences"] * 1e3
     assert summary["energy_mj"] == pytest.approx(expected_mj, rel=0.05)
+    # The tiny model runs 10k inferences in ~0.1 s: the window must still last --min-time (it once
+    # stopped at the latency cap, inside one level of the wave).
+    assert summary["energy"]["window_s"] >= 2.0 and summary["energy"]["inferences"] > 10000
     assert 2.0 < summary["avg_power_w"] < 6.0
 
 
