@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+# Wall time of the whole script (imports included), written with every result: the --quick budget
+# (3 minutes on 2 cores) is checked against it, beside the load average it ran under.
+STARTED = time.monotonic()
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python benchmarks/x.py` from a checkout
     sys.path.insert(0, str(REPO))
@@ -32,7 +36,11 @@ def write_result(path: str | os.PathLike | None, figures: dict[str, float], conf
     bad = [k for k, v in figures.items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
     if bad:
         raise TypeError(f"figures must be plain numbers: {', '.join(bad)}")
-    result = {"figures": figures, "config": config, "env": env_info()}
+    env = env_info()
+    env["wall_s"] = round(time.monotonic() - STARTED, 1)
+    if hasattr(os, "getloadavg"):
+        env["load_average_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    result = {"figures": figures, "config": config, "env": env}
     if path is not None:
         from edgekd.artifacts import atomic_write_json
 

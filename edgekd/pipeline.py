@@ -180,19 +180,22 @@ class Pipeline:
     def firmware(self, path: Path, converted: Path, spec: Any) -> tuple[str, dict[str, Any]]:
         import numpy as np
 
-        from edgekd.firmware.api import profile_mcu
+        from edgekd.firmware.api import load_inputs, profile_mcu
 
         manifest = read_manifest(converted)
         int8 = converted / manifest.outputs["tflite-int8"]["path"]
-        eval_set = np.load(converted / manifest.outputs["eval"]["path"]) if "eval" in manifest.outputs else \
-            np.load(converted / "eval.npz")
-        x, y = eval_set["x"], eval_set["y"] if "y" in eval_set else None
-        count = min(len(x), 20)  # every sample crosses the emulated UART as hex (~1 s each): keep it short
+        eval_path = converted / (manifest.outputs["eval"]["path"] if "eval" in manifest.outputs else "eval.npz")
+        x = load_inputs(eval_path)  # one array, or {input name: array} for a model with several inputs
+        with np.load(eval_path) as eval_set:
+            y = eval_set["y"] if "y" in eval_set else None
+        n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+        count = min(n, 20)  # every sample crosses the emulated UART as hex (~1 s each): keep it short
+        x = {k: v[:count] for k, v in x.items()} if isinstance(x, dict) else x[:count]
         params = {"target": spec.name, "model_sha256": _sha(int8), "samples": count, "format": "c-int8"}
         if is_up_to_date(path, params, {"model": int8}):
             return "skipped", _firmware_metrics(path)
         with stage_dir(path, "firmware-profile", params=params, inputs={"model": int8}) as sd:
-            result = profile_mcu(int8, spec, x[:count], labels=None if y is None else y[:count],
+            result = profile_mcu(int8, spec, x, labels=None if y is None else y[:count],
                                  out_dir=path / "build", targets_dir=self.targets_dirs, progress=False)
             summary = _firmware_summary(result)
             atomic_write_json(path / "results.json", {"status": "complete", "params": params, "summary": summary,

@@ -207,15 +207,22 @@ def input_arrays(inputs: np.ndarray | Mapping[str, np.ndarray], metas: Sequence[
     sample is reshaped to the input's shape."""
     from edgekd.convert.runtime import tflite_name
 
-    if isinstance(inputs, Mapping):
-        names = [tflite_name(m["name"]) for m in metas]
-        given = {tflite_name(k): v for k, v in inputs.items()}
-        unknown = sorted(set(given) - set(names))
-        missing = [n for n in names if n not in given]
-        if unknown or missing:
-            raise DataError(f"the inputs are named {sorted(given)}; the model's inputs are {names}",
-                            hint="give one array per model input, keyed by its name")
-        arrays = [np.asarray(given[n]) for n in names]
+    if isinstance(inputs, Mapping) and len(metas) > 1:
+        # the device agent's binding (by name, else by a shape only one input has): one rule everywhere
+        from edgekd.agent.edgekd_agent import AgentError, match_inputs
+
+        given = [(name, np.asarray(a)) for name, a in inputs.items()]
+        try:
+            order = match_inputs([(m["name"], [1, *m["shape"]]) for m in metas],
+                                 [(name, a.shape[1:]) for name, a in given])
+        except AgentError as exc:
+            raise DataError(exc.message, hint=exc.hint) from None
+        arrays = [given[j][1] for j in order]
+    elif isinstance(inputs, Mapping):
+        if len(inputs) != 1:
+            raise DataError(f"the model has one input ({tflite_name(metas[0]['name'])}) and {len(inputs)} arrays were "
+                            f"given ({', '.join(inputs)})", hint="give the model's one input array")
+        arrays = [np.asarray(next(iter(inputs.values())))]
     else:
         if len(metas) != 1:
             raise DataError(f"the model has {len(metas)} inputs ({', '.join(tflite_name(m['name']) for m in metas)}) "

@@ -141,22 +141,32 @@ def test_several_inputs_run_in_the_model_order(ref_model, tmp_path, host_cc):
 
 
 def test_input_arrays_match_names_and_refuse_mistakes():
+    """The device agent's rule (edgekd_agent.match_inputs): by name, else by a shape only one input has."""
     from edgekd.errors import DataError
     from edgekd.firmware.api import input_arrays
 
     metas = [{"name": "serving_default_joints:0", "dtype": "int8", "shape": [1, 2, 3], "scale": 0.5, "zero_point": 1},
              {"name": "serving_default_bones:0", "dtype": "int8", "shape": [1, 2, 3], "scale": 0.25, "zero_point": 0}]
     j = np.full((4, 1, 2, 3), 1.0, np.float32)
-    b = np.full((4, 6), 1.0, np.float32)  # flat per sample: reshaped to the input's shape
+    b = np.full((4, 1, 2, 3), 1.0, np.float32)
     got = input_arrays({"bones": b, "serving_default_joints:0": j}, metas)
     assert [a.shape for a in got] == [(4, 1, 2, 3), (4, 1, 2, 3)]
     assert int(got[0].flat[0]) == 3 and int(got[1].flat[0]) == 4  # 1/0.5 + 1, 1/0.25 + 0
-    with pytest.raises(DataError, match="model's inputs are"):
-        input_arrays({"joints": j, "bone": b}, metas)
+    with pytest.raises(DataError, match="cannot tell which evaluation array"):  # same shapes, no names known
+        input_arrays({"a": j, "b": b}, metas)
+    got = input_arrays({"joints": j, "bone": 2 * b}, metas)  # 'bone' is the one array left for the one input left
+    assert int(got[1].flat[0]) == 8
+    with pytest.raises(DataError, match=r"expects \[1, 2, 3\] per sample"):  # named right, wrong shape
+        input_arrays({"joints": j, "bones": b.reshape(4, 6)}, metas)
     with pytest.raises(DataError, match="2 inputs"):
         input_arrays(j, metas)
     with pytest.raises(DataError, match="different numbers of samples"):
         input_arrays({"joints": j, "bones": b[:3]}, metas)
+    # distinct shapes bind without names; a single-input model takes a flat array too
+    wide = [metas[0], {**metas[1], "shape": [1, 6]}]
+    got = input_arrays({"a": b.reshape(4, 1, 6), "b": j}, wide)
+    assert [a.shape for a in got] == [(4, 1, 2, 3), (4, 1, 6)]
+    assert input_arrays({"x": b.reshape(4, 6)}, metas[:1])[0].shape == (4, 1, 2, 3)
 
 
 def test_load_inputs_reads_eval_sets(tmp_path):

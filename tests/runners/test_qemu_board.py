@@ -4,6 +4,7 @@ a reset in the middle of a command, deploy and the CLI."""
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import threading
@@ -181,3 +182,32 @@ def test_a_model_with_two_inputs_on_the_board(firmware):
     x = {"joints": rng.normal(0, 1, shape).astype(np.float32), "bones": rng.normal(0, 1, shape).astype(np.float32)}
     res = profile_mcu(build.model["source"], TARGET, x, out_dir=build.out_dir, timing_runs=0, progress=False)
     assert res["n_done"] == 24 and res["bit_exact"] and res["bit_exact_inputs"] == 24, res["events"][:5]
+
+
+def test_pipeline_firmware_stage_takes_a_multi_input_eval_set(ref_model, tmp_path, arm_gcc, qemu):
+    """The pipeline's MCU stage reads an eval.npz of a model with several inputs (x_<name> arrays),
+    as edgekd convert writes it for the skeleton student, and a rerun skips the stage."""
+    import shutil
+
+    from edgekd.artifacts import stage_dir
+    from edgekd.convert.tflite2c import load_graph
+    from edgekd.pipeline import Pipeline
+
+    model = ref_model("two_streams")
+    graph = load_graph(model)
+    shape = graph.tensors[graph.inputs[0]].shape
+    converted = tmp_path / "03-convert"
+    rng = np.random.default_rng(3)
+    with stage_dir(converted, "convert") as sd:
+        shutil.copy(model, converted / "model.int8.tflite")
+        np.savez(converted / "eval.npz", x_bones=rng.normal(0, 1, (30, *shape)).astype(np.float32),
+                 x_joints=rng.normal(0, 1, (30, *shape)).astype(np.float32), y=np.arange(30) % 3,
+                 input_names=np.array(["joints", "bones"]))
+        sd.add_output("tflite-int8", converted / "model.int8.tflite")
+        sd.add_output("eval", converted / "eval.npz")
+    pipe = Pipeline("eye-mskd", [], tmp_path, [TARGET], log=lambda m: None)
+    status, metrics = pipe.firmware(tmp_path / "05-firmware", converted, pipe.specs[0])
+    assert status == "done", metrics
+    saved = json.loads((tmp_path / "05-firmware" / "results.json").read_text())
+    assert saved["raw"]["n_done"] == 20 and saved["raw"]["bit_exact_inputs"] == 20
+    assert pipe.firmware(tmp_path / "05-firmware", converted, pipe.specs[0])[0] == "skipped"
