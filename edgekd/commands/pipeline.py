@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def quickstart(
         out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/quickstart-<task>)."),
-        task: str = typer.Option("eye", "--task", help="eye | skeleton"),
+        task: str = typer.Option("eye", "--task", help="eye | skeleton | face"),
         seed: int = typer.Option(0, "--seed"),
         target: List[str] = typer.Option(["local", "qemu-mps2-an386"], "--target", "-t"),
         as_json: bool = typer.Option(False, "--json"),

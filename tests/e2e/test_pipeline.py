@@ -35,3 +35,22 @@ def test_run_recipe_through_every_stage_then_skip(tmp_path):
     again = run_cli(*args, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert all(s["status"] == "skipped" for s in json.loads(again.stdout)["stages"])
+
+
+def test_every_quickstart_task_is_a_valid_recipe_with_its_overrides():
+    """`edgekd quickstart --task eye|skeleton|face`: each built-in entry loads (every override key
+    exists in the recipe schema); an unknown task says which exist."""
+    import pytest
+
+    from edgekd.config import load_recipe
+    from edgekd.errors import UsageError
+    from edgekd.pipeline import QUICKSTART, quickstart
+
+    assert set(QUICKSTART) == {"eye", "skeleton", "face"}
+    for task, (name, overrides) in QUICKSTART.items():
+        recipe = load_recipe(name, [*overrides, "seed=1"])
+        assert recipe.task == task and recipe.seed == 1
+    face = load_recipe(*QUICKSTART["face"])
+    assert face.teacher.params["size"] == "C" and face.student.params["size"] == "tiny"
+    with pytest.raises(UsageError, match="tasks with a quickstart: eye, face, skeleton"):
+        quickstart("ears", None, 0, ["local"])
