@@ -82,13 +82,29 @@ class GraphMix(nn.Module):
         self.register_buffer("A", torch.from_numpy(partitions))
         self.B = nn.Parameter(torch.zeros_like(self.A)) if adaptive else None
         self.conv = nn.Conv2d(in_channels * partitions.shape[0], out_channels, 1)
+        self.export_mode = False
 
     def forward(self, x: Tensor) -> Tensor:
         n, c, t, v = x.shape
         a = self.A + self.B if self.B is not None else self.A
+        if self.export_mode:
+            return self.conv(torch.cat(self._mix_as_conv(x, a), dim=1))
         flat = x.reshape(n * c * t, v)
         mixed = [nn.functional.linear(flat, a[k].t()).reshape(n, c, t, v) for k in range(a.shape[0])]
         return self.conv(torch.cat(mixed, dim=1))
+
+    @staticmethod
+    def _mix_as_conv(x: Tensor, a: Tensor) -> list[Tensor]:
+        """x A_k for each k without a Reshape: the joints become the channel axis of 1x1 convs.
+
+        (N, C, T, V) -> transpose -> (N, V, T, C) -> conv V -> V (weight A_k^T) -> transposed
+        back to (N, C, T, V). Flattening to (N*C*T, V) and back instead made onnx2tf guess the
+        layout of the 4-D result from its shape, which it got wrong when the frames equalled
+        the channels (16 frames, 16 channels)."""
+        v = a.shape[1]
+        joints_first = x.transpose(1, 3)
+        return [nn.functional.conv2d(joints_first, a[k].t().reshape(v, v, 1, 1)).transpose(1, 3)
+                for k in range(a.shape[0])]
 
 
 class GCNUnit(nn.Module):
