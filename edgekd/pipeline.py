@@ -56,7 +56,7 @@ QUICKSTART = {
     ]),
     "skeleton": ("skeleton-mksgn", [
         # 8 frames (the recipe's 16 are MK-SGN's): every LIF layer is unrolled over the frames, and
-        # onnx2tf took ~6.5 minutes on the 16-frame student's ~2,950 ONNX nodes here
+        # onnx2tf took 5-6.5 minutes on 16-frame students (~2,950 ONNX nodes) on this 2-core machine
         "data.options.frames=8", "data.options.samples=600", "teacher_train.epochs=6", "train.epochs=8", "convert.calibration_samples=100",
     ]),
 }
