@@ -132,6 +132,10 @@ def train_recipe(recipe_name: str, overrides: Sequence[str] = (), out: str | Pat
     losses = [LossTerm(name="ce")]
     if recipe.teacher_losses and model == "teacher":
         losses = list(recipe.teacher_losses)
+    if model == "student":  # the student's own regularizers (spike_margin) apply without KD too
+        from edgekd.distill.losses import LOSSES
+
+        losses += [t for t in recipe.losses if t.name in LOSSES and LOSSES[t.name].student_regularizer]
     dest = Path(out) if out else Path("runs") / recipe.name / ("01-train" if model == "teacher" else "01-train-student")
     train_cfg = recipe.teacher_train if (model == "teacher" and recipe.teacher_train) else recipe.train
     return _run(recipe, "train", dest, section, losses, [], resume, progress, log, train_cfg)

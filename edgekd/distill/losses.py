@@ -22,6 +22,14 @@ Definitions (T = temperature, p = softmax(z / T), KL(p_t || p_s) per sample):
            student's channels to the teacher's, then adaptive average pooling to the teacher's
            spatial/temporal shape) and the MSE between standardised features.
 - gcn2sgn: MK-SGN's GCN->SGN loss: (1 - alpha) * ce + alpha * kd + beta * feature.
+- spike_margin: int8 fidelity of spiking students: the mean over the student's LIF layers of
+           mean(relu(delta - |mem - threshold|)) over their pre-spike membranes (delta = the
+           layers' `lif.spike_margin`): pushes membranes away from the threshold, where int8
+           rounding would move a spike (docs/int8-spiking.md has what it achieves). Also
+           applied when the student is trained alone (no KD), like logit_margin.
+- logit_margin: int8 near-ties at the output: mean over samples of relu(m - (z_top1 - z_top2)),
+           m = steps * (max z - min z over the batch, no gradient) / 255, i.e. `steps` int8 steps
+           of the logits' range (scale-free: growing the logits grows the step with them).
 - pkdot:   PKDOT structural KD: entropic Sinkhorn divergence between teacher and student batch
            similarity matrices at k anchors per row, optional hallucination of the privileged
            modality's features (pkdot.py; the one term that is not a per-sample mean).
@@ -52,6 +60,9 @@ class KDOutputs:
     # Features of the first teacher at the terms' `reference_paths()` (with several teachers the
     # other fields hold the teacher picked for the batch; these always come from the first).
     reference_features: dict[str, Tensor] = field(default_factory=dict)
+    # Margin penalties of the student's LIF layers with lif.spike_margin > 0 (training forwards
+    # only), by module path; see edgekd.models.neurons.take_margin_penalties.
+    spike_margins: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Loss(nn.Module):
@@ -59,6 +70,8 @@ class Loss(nn.Module):
 
     name: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = False
+    # A regularizer of the student itself: kept when the student is trained alone (no KD).
+    student_regularizer: ClassVar[bool] = False
     needs_steps: ClassVar[bool] = False
     allowed_params: ClassVar[tuple[str, ...]] = ()
 
@@ -277,6 +290,37 @@ class GCNToSGN(Loss):
         return (1 - a) * ce + a * kd + beta * self.feature(out)
 
 
+class SpikeMargin(Loss):
+    """Mean over the LIF layers of their margin penalty (each a mean over neurons, samples, steps)."""
+
+    name = "spike_margin"
+    student_regularizer = True
+
+    def forward(self, out: KDOutputs) -> Tensor:
+        if not out.spike_margins:
+            raise ConfigError("loss 'spike_margin' found no LIF layer with a margin in the student",
+                              hint="set lif = { spike_margin = delta } in the student's params (delta > 0, e.g. 0.1)")
+        values = list(out.spike_margins.values())
+        return sum(values[1:], values[0]) / len(values)
+
+
+class LogitMargin(Loss):
+    """Hinge on the gap between the student's two largest logits, in int8 steps of the batch's range."""
+
+    name = "logit_margin"
+    student_regularizer = True
+    allowed_params = ("steps",)
+
+    def forward(self, out: KDOutputs) -> Tensor:
+        steps = float(self.params.get("steps", 4.0))
+        if steps <= 0:
+            raise ConfigError(f"logit_margin steps must be > 0, got {steps}")
+        z = out.student_logits.float()
+        top2 = z.topk(2, dim=-1).values
+        margin = steps * (z.max() - z.min()).detach() / 255.0
+        return F.relu(margin - (top2[:, 0] - top2[:, 1])).mean()
+
+
 LOSSES: dict[str, type[Loss]] = {}
 
 
@@ -288,7 +332,8 @@ def register_loss(cls: type[Loss]) -> type[Loss]:
     return cls
 
 
-for _cls in (CrossEntropy, HintonKD, HitConsistencyKD, TemporalConsistencyKD, MSKD, FeatureKD, GCNToSGN):
+for _cls in (CrossEntropy, HintonKD, HitConsistencyKD, TemporalConsistencyKD, MSKD, FeatureKD, GCNToSGN, SpikeMargin,
+             LogitMargin):
     register_loss(_cls)
 
 

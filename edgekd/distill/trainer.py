@@ -47,6 +47,7 @@ from edgekd.config import TrainSection
 from edgekd.distill.losses import KDOutputs, WeightedLoss
 from edgekd.errors import ConfigError, TrainingError, did_you_mean
 from edgekd.models import arch_description, load_state_checked
+from edgekd.models.neurons import LIF, take_margin_penalties
 
 CHECKPOINT = "checkpoint-last.pt"
 BEST = "best.pt"
@@ -216,11 +217,17 @@ class StudentWithLoss(nn.Module):
         self.student = student
         self.loss = loss
         self.capture = FeatureCapture(student, loss.student_paths(), "student")
+        margins = [n for n, m in student.named_modules() if isinstance(m, LIF) and m.params.spike_margin > 0]
+        if margins and "spike_margin" not in loss.terms:
+            raise ConfigError(f"the student's LIF layer '{margins[0]}' has lif.spike_margin > 0 but the losses have "
+                              "no 'spike_margin' term", hint="add [[losses]] name = 'spike_margin' (with a weight), "
+                              "or drop lif.spike_margin")
 
     def forward(self, inputs: dict[str, Tensor], labels: Tensor, teacher: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         logits, steps = call_model(self.student, inputs, steps=self.loss.needs_steps)
         out = KDOutputs(labels=labels, student_logits=logits, student_steps=steps,
-                        student_features=self.capture.take(), **teacher)
+                        student_features=self.capture.take(), spike_margins=take_margin_penalties(self.student),
+                        **teacher)
         total, parts = self.loss(out)
         return total, parts, logits
 
@@ -408,7 +415,8 @@ def fit(
         t_out = teacher_outputs(inputs, labels, count=False)
         logits, steps = call_model(student, inputs, steps=loss.needs_steps)
         loss.build(KDOutputs(labels=labels, student_logits=logits, student_steps=steps,
-                             student_features=module.capture.take(), **t_out))
+                             student_features=module.capture.take(), spike_margins=take_margin_penalties(student),
+                             **t_out))
     module.to(device)
     out = Path(out_dir) if out_dir is not None else None
     resuming = out is not None and resume and (out / CHECKPOINT).exists()

@@ -44,7 +44,14 @@ class LIFParams:
     conv's activation), so the current's int8 step is 2c/255 rather than range/255 and far fewer
     spikes flip at the threshold after quantization. `current_noise` n > 0 adds uniform noise in
     [-n, n] to the current in training only, so the network learns not to rely on membranes a
-    quantization step away from the threshold."""
+    quantization step away from the threshold.
+
+    `spike_margin` delta > 0 (training only, with the loss term `spike_margin`): every LIF layer
+    computes the penalty mean(relu(delta - |mem - threshold|)) over its pre-spike membranes and
+    time steps, whose gradient pushes membranes within delta of the threshold away from it, so that
+    int8 rounding of the membrane path (a few steps of its int8 range) would not move a spike.
+    Evaluation and export compute nothing of it. Measured on the eye student it lowers near-ties
+    but does not clear the band by itself (docs/int8-spiking.md)."""
 
     beta: float = 0.5
     threshold: float = 1.0
@@ -53,6 +60,7 @@ class LIFParams:
     alpha: float = 2.0
     current_clamp: float = 0.0
     current_noise: float = 0.0
+    spike_margin: float = 0.0
     export: bool = False
 
     def __post_init__(self) -> None:
@@ -71,6 +79,8 @@ class LIFParams:
         if self.current_clamp < 0 or self.current_noise < 0:
             raise ConfigError(f"LIF current_clamp and current_noise must be >= 0 (0 = off), got "
                               f"{self.current_clamp} and {self.current_noise}")
+        if self.spike_margin < 0:
+            raise ConfigError(f"LIF spike_margin must be >= 0 (0 = off), got {self.spike_margin}")
         if 0 < self.current_clamp < self.threshold:
             raise ConfigError(f"LIF current_clamp {self.current_clamp} is below the threshold {self.threshold}",
                               hint="a neuron could then fire only by integrating over several steps; use clamp >= threshold")
@@ -84,9 +94,10 @@ class LIFParams:
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> LIFParams:
         """From a recipe's `lif = {...}` table (keys: beta or tau, threshold, reset, surrogate, alpha,
-        current_clamp, current_noise)."""
+        current_clamp, current_noise, spike_margin)."""
         cfg = dict(cfg or {})
-        allowed = {"beta", "tau", "threshold", "reset", "surrogate", "alpha", "current_clamp", "current_noise"}
+        allowed = {"beta", "tau", "threshold", "reset", "surrogate", "alpha", "current_clamp", "current_noise",
+                   "spike_margin"}
         for key in cfg:
             if key not in allowed:
                 raise ConfigError(f"unknown LIF key '{key}'{did_you_mean(key, allowed)}",
@@ -210,12 +221,15 @@ class LIF(nn.Module):
     """A layer of LIF neurons run over a whole sequence along `time_dim`.
 
     Keeps no state between calls (the sequence's state lives in `forward`). Firing rates are
-    read by hooks on these modules (see `edgekd.models.firing_rates`)."""
+    read by hooks on these modules (see `edgekd.models.firing_rates`). With `spike_margin` > 0,
+    a training forward leaves its margin penalty in `margin_penalty` (None otherwise), which
+    `take_margin_penalties` collects for the loss term `spike_margin`."""
 
     def __init__(self, params: LIFParams | None = None, time_dim: int = 1):
         super().__init__()
         self.params = params or LIFParams()
         self.time_dim = time_dim
+        self.margin_penalty: Tensor | None = None
 
     def extra_repr(self) -> str:
         p = self.params
@@ -233,14 +247,37 @@ class LIF(nn.Module):
         s: Tensor | None = None
         spikes = []
         noise = self.params.current_noise if self.training and not export else 0.0
+        margin = self.params.spike_margin if self.training and not export else 0.0
+        penalty: Tensor | None = None
         for xt in steps:
             if noise > 0:
                 xt = xt + (torch.rand_like(xt) * 2 - 1) * noise
             s, state = lif(xt, state, self.params, fired=s)
+            if margin > 0:
+                p = spike_margin_penalty(state, self.params.threshold, margin)
+                penalty = p if penalty is None else penalty + p
             spikes.append(s)
+        self.margin_penalty = None if penalty is None else penalty / len(steps)
         if as_list:
             return spikes
         return stack_steps(spikes, self.time_dim) if export else torch.stack(spikes, dim=self.time_dim)
+
+
+def spike_margin_penalty(mem: Tensor, threshold: float, delta: float) -> Tensor:
+    """mean(relu(delta - |mem - threshold|)): zero when every membrane is at least delta from the
+    threshold; its gradient pushes the others away from it, on the side they are on."""
+    return torch.relu(delta - (mem.float() - threshold).abs()).mean()
+
+
+def take_margin_penalties(model: nn.Module) -> dict[str, Tensor]:
+    """The margin penalties the LIF layers of `model` left in their last training forward, by module
+    path, cleared as they are taken (so a penalty is read once, for the forward that made it)."""
+    out = {}
+    for name, module in model.named_modules():
+        if isinstance(module, LIF) and module.margin_penalty is not None:
+            out[name] = module.margin_penalty
+            module.margin_penalty = None
+    return out
 
 
 def set_export_mode(model: nn.Module, export: bool = True) -> nn.Module:

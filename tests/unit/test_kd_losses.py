@@ -127,3 +127,24 @@ def test_gcn2sgn_is_ce_soft_labels_and_feature_translation() -> None:
     separate.build(out)
     separate.terms["feature"].adapter.load_state_dict(composite.terms["gcn2sgn"].feature.adapter.state_dict())
     torch.testing.assert_close(composite(out)[0], separate(out)[0])
+
+
+def test_spike_margin_term_averages_the_layers_and_needs_them() -> None:
+    out = _outputs()
+    out.spike_margins = {"a.lif": torch.tensor(0.2), "b.lif": torch.tensor(0.4)}
+    total, parts = WeightedLoss([LossTerm(name="spike_margin", weight=2.0)])(out)
+    assert float(parts["spike_margin"]) == pytest.approx(0.3) and float(total) == pytest.approx(0.6)
+    with pytest.raises(ConfigError, match="spike_margin"):
+        WeightedLoss([LossTerm(name="spike_margin")])(_outputs())
+    assert LOSSES["spike_margin"].student_regularizer and not LOSSES["kd"].student_regularizer
+
+
+def test_logit_margin_hinges_the_top2_gap_in_int8_steps() -> None:
+    logits = torch.tensor([[0.0, 255.0, 0.0], [0.0, 1.0, 2.0], [10.0, 9.0, 0.0]], requires_grad=True)
+    out = KDOutputs(labels=torch.tensor([1, 2, 0]), student_logits=logits)
+    value = WeightedLoss([LossTerm(name="logit_margin", params={"steps": 4.0})])(out)[0]
+    # range 255 -> one step = 1: margin 4; gaps 255 (no penalty), 1 and 1 (penalty 3 each)
+    assert float(value.detach()) == pytest.approx(2.0)
+    value.backward()
+    assert float(logits.grad[0].abs().sum()) == 0.0  # a sample beyond the margin is left alone
+    assert logits.grad[1, 2] < 0 < logits.grad[1, 1]  # descent widens the gap

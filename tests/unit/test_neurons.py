@@ -149,3 +149,56 @@ def test_current_clamp_exports_as_a_clip() -> None:
     assert ops.count("Clip") == 3  # one per time step, on the current before integration
     # one comparison per step: the reset reuses the previous step's spikes (no second compare + cast)
     assert ops.count("GreaterOrEqual") == 3 and ops.count("Cast") == 3
+
+
+def test_spike_margin_penalty_is_zero_beyond_delta_and_pushes_membranes_away() -> None:
+    from edgekd.models.neurons import take_margin_penalties
+
+    params = LIFParams(beta=0.5, threshold=1.0, spike_margin=0.1)
+    layer = LIF(params, time_dim=0)
+    layer.train()
+    # one step: the membrane is the current; every membrane at least 0.1 from the threshold
+    far = torch.tensor([[[0.5, 1.5, -1.0, 0.9, 1.1]]])
+    layer(far)
+    assert float(layer.margin_penalty) == 0.0
+    # within delta: positive penalty, finite gradient that moves each membrane away from the threshold
+    near = torch.tensor([[[0.95, 1.02, 3.0]]], requires_grad=True)
+    layer(near)
+    penalties = take_margin_penalties(layer)
+    assert list(penalties) == [""] and layer.margin_penalty is None  # taken once
+    penalty = penalties[""]
+    assert float(penalty.detach()) == pytest.approx((0.05 + 0.08) / 3)
+    penalty.backward()
+    grad = near.grad[0, 0]
+    assert bool(torch.isfinite(grad).all())
+    assert grad[0] > 0 and grad[1] < 0 and grad[2] == 0  # descent lowers 0.95, raises 1.02
+    # several steps: the mean over the steps of the pre-spike (pre-reset) membranes
+    x = torch.tensor([[0.96], [0.0], [1.03]])  # mem: 0.96, 0.48, 0.24 + 1.03 = 1.27
+    layer(x)
+    assert float(layer.margin_penalty) == pytest.approx((0.1 - 0.04) / 3)
+    with pytest.raises(ConfigError, match="spike_margin"):
+        LIFParams(spike_margin=-0.1)
+    assert LIFParams.from_config({"spike_margin": 0.1}).spike_margin == 0.1
+
+
+def test_spike_margin_has_no_effect_in_eval_or_export() -> None:
+    onnx = pytest.importorskip("onnx")
+    import io
+
+    torch.manual_seed(5)
+    x = torch.randn(4, 6, 10) * 0.8 + 0.6
+    plain = LIF(LIFParams(beta=0.5, threshold=1.0, current_clamp=2.0), time_dim=0)
+    margin = LIF(LIFParams(beta=0.5, threshold=1.0, current_clamp=2.0, spike_margin=0.2), time_dim=0)
+    margin.eval()
+    assert torch.equal(margin(x), plain(x)) and margin.margin_penalty is None
+    margin.train()
+    assert torch.equal(margin(x), plain(x)) and margin.margin_penalty is not None  # spikes unchanged in training too
+
+    def graph(p: LIFParams) -> str:
+        layer = LIF(p, time_dim=1)
+        buf = io.BytesIO()
+        torch.onnx.export(layer, (torch.randn(1, 3, 8),), buf, input_names=["x"], dynamo=False)
+        return onnx.printer.to_text(onnx.load_from_string(buf.getvalue()).graph)
+
+    base = LIFParams(beta=0.5, threshold=1.0, current_clamp=2.0, export=True)
+    assert graph(base) == graph(LIFParams(beta=0.5, threshold=1.0, current_clamp=2.0, spike_margin=0.2, export=True))

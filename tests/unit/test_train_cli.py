@@ -61,3 +61,20 @@ def test_distill_errors_are_clear(tmp_path, capsys) -> None:
                  *_set(TINY_EYE)])
     err = capsys.readouterr().err
     assert code == 3 and "did you mean 'eye-hybrid'" in err
+
+
+def test_student_alone_keeps_the_recipes_student_regularizers(tmp_path, monkeypatch) -> None:
+    from edgekd.distill import api
+
+    seen = {}
+    monkeypatch.setattr(api, "_run", lambda recipe, stage, out, section, losses, *a, **k: seen.setdefault(section.arch, losses))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        'name = "r"\ntask = "eye"\n[data]\nsource = "synthetic"\n[teacher]\narch = "eye-hybrid"\n'
+        '[student]\narch = "eye-snn"\nparams = { lif = { spike_margin = 0.1 } }\n'
+        '[[losses]]\nname = "kd"\n[[losses]]\nname = "spike_margin"\nweight = 5.0\n'
+        '[[losses]]\nname = "logit_margin"\nparams = { steps = 2.0 }\n')
+    api.train_recipe(str(recipe), model="student", out=tmp_path / "s")
+    api.train_recipe(str(recipe), model="teacher", out=tmp_path / "t")
+    assert [(t.name, t.weight) for t in seen["eye-snn"]] == [("ce", 1.0), ("spike_margin", 5.0), ("logit_margin", 1.0)]
+    assert [t.name for t in seen["eye-hybrid"]] == ["ce"]  # the teacher trains without the student's terms

@@ -114,3 +114,18 @@ def test_distillation_with_teacher_steps_and_features() -> None:
         fit(_student(), train, val, _cfg(epochs=1),
             [LossTerm(name="feature", params={"student": "features.blocks.9", "teacher": "temporal"})],
             teacher=teacher, progress=False, log=lambda _m: None)
+
+
+def test_spike_margin_trains_and_is_checked_against_the_losses() -> None:
+    data = _eye_data(32, 0)
+    torch.manual_seed(0)
+    student = build_model("eye-snn", num_classes=3, channels=[4, 8],
+                          lif={"beta": 0.5, "threshold": 0.5, "spike_margin": 0.1})
+    res = fit(student, data, data, _cfg(epochs=1), [LossTerm(name="ce"), LossTerm(name="spike_margin", weight=1.0)],
+              progress=False, log=lambda _m: None)
+    assert res.history[0]["loss_spike_margin"] > 0
+    with pytest.raises(ConfigError, match="no 'spike_margin' term"):
+        fit(student, data, data, _cfg(epochs=1), [LossTerm(name="ce")], progress=False, log=lambda _m: None)
+    with pytest.raises(ConfigError, match="no LIF layer with a margin"):
+        fit(_student(), data, data, _cfg(epochs=1), [LossTerm(name="ce"), LossTerm(name="spike_margin")],
+            progress=False, log=lambda _m: None)
