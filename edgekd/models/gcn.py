@@ -144,6 +144,22 @@ def _pool_persons(x: Tensor, persons: int) -> Tensor:
     return pooled.reshape(-1, persons, pooled.shape[1]).mean(dim=1)
 
 
+def _input_bn_4d(bn: nn.BatchNorm1d, x: Tensor) -> Tensor:
+    """The evaluation-mode data BN over the C*V (channel, joint) features, on (N, C, T, V) itself.
+
+    The same per-feature scale and shift as `bn` (as torch's inference kernel computes them),
+    broadcast as (C, 1, V) constants: MUL + ADD instead of a (N, C*V, T) reshape and back, whose
+    4-D result onnx2tf would lay out by guessing from its shape."""
+    _, c, _, v = x.shape
+    alpha = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        alpha = alpha * bn.weight
+    beta = -bn.running_mean * alpha
+    if bn.bias is not None:
+        beta = beta + bn.bias
+    return x * alpha.reshape(c, 1, v) + beta.reshape(c, 1, v)
+
+
 def _check_modalities(arch: str, modalities: Sequence[str]) -> tuple[str, ...]:
     """The streams a model reads, in the canonical order (joints, bones, joint_motion, bone_motion)."""
     chosen = list(modalities)
@@ -177,6 +193,7 @@ class SkeletonGCN(nn.Module):
         parts = adjacency_partitions(layout)
         v = parts.shape[1]
         self.persons = persons
+        self.export_mode = False
         self.input_bn = nn.ModuleDict({m: nn.BatchNorm1d(in_channels * v) for m in self.input_names})
         self.stems = nn.ModuleDict(
             {m: GCNUnit(in_channels, channels[0], parts, strides[0], temporal_kernel, residual=False)
@@ -197,8 +214,11 @@ class SkeletonGCN(nn.Module):
     def _stem_input(self, name: str, x: Tensor) -> Tensor:
         x = _fold_persons(x)
         nm, c, t, v = x.shape
+        bn = self.input_bn[name]
+        if self.export_mode and not bn.training:
+            return _input_bn_4d(bn, x)
         # data BN over (C, V) per frame, as ST-GCN
-        y = self.input_bn[name](x.permute(0, 1, 3, 2).reshape(nm, c * v, t))
+        y = bn(x.permute(0, 1, 3, 2).reshape(nm, c * v, t))
         return y.reshape(nm, c, v, t).permute(0, 1, 3, 2)
 
     def forward(self, *streams: Tensor) -> Tensor:
@@ -242,15 +262,33 @@ class SpikingSelfAttention(nn.Module):
         def tokens(z: Tensor) -> Tensor:  # (N, d, T, V) -> (N*T, V, d)
             return z.permute(0, 2, 3, 1).reshape(n * t, v, d)
 
-        qt, kt, vt = tokens(q), tokens(k), tokens(val)
-        if self.export_mode:  # MUL + MEAN only
-            kv = (kt.reshape(n * t, v, d, 1) * vt.reshape(n * t, v, 1, d)).mean(dim=1)  # (N*T, d, d)
-            out = (qt.reshape(n * t, v, d, 1) * kv.reshape(n * t, 1, d, d)).mean(dim=2)  # (N*T, V, d)
-        else:  # the same arithmetic as batched matmuls (faster to train)
+        if self.export_mode:
+            out = self._attend_4d(q, k, val)
+        else:  # batched matmuls over the (N*T, V, d) tokens of each frame (faster to train)
+            qt, kt, vt = tokens(q), tokens(k), tokens(val)
             kv = torch.bmm(kt.transpose(1, 2), vt) * (1.0 / v)
             out = torch.bmm(qt, kv) * (1.0 / d)
-        out = out.reshape(n, t, v, d).permute(0, 3, 1, 2)
+            out = out.reshape(n, t, v, d).permute(0, 3, 1, 2)
         return self.proj(self.attn_lif(self.attn_bn(out)))
+
+    def _attend_4d(self, q: Tensor, k: Tensor, val: Tensor) -> Tensor:
+        """Q (K^T V / V) / d on the (N, d, T, V) spike maps themselves: CONV, MUL, MEAN, ADD, no Reshape.
+
+        For each feature i of Q and K (picked by a 1x1 conv with a fixed one-hot weight, exact on
+        spikes): kv_i = mean over the joints of K_i * V is row i of K^T V / V per frame, (N, d, T, 1)
+        with the features j on the channel axis, and Q_i * kv_i is its contribution to every
+        joint's output; the sum over i is Q (K^T V / V). The tokens form instead folded the frames
+        into the batch, (N*T, V, d, 1) and back, and onnx2tf, guessing the layout of the reshaped
+        maps from their shapes, laid them out wrongly when the frames equalled the channels."""
+        d = self.dim
+        out = None
+        for i in range(d):
+            # built from a Python list so it is traced as a constant
+            pick = torch.tensor([[[[1.0 if j == i else 0.0]] for j in range(d)]], dtype=q.dtype, device=q.device)
+            q_i, k_i = nn.functional.conv2d(q, pick), nn.functional.conv2d(k, pick)  # (N, 1, T, V)
+            term = q_i * (k_i * val).mean(dim=3, keepdim=True)  # (N, 1, T, V) * (N, d, T, 1)
+            out = term if out is None else out + term
+        return out * (1.0 / d)
 
 
 class SpikingGraphUnit(nn.Module):
