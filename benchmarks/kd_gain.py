@@ -113,7 +113,8 @@ def run_method(name: str, recipe_name: str, overrides: list[str], seeds: list[in
     import torch
 
     from edgekd.config import LossTerm, ModelSection, load_recipe
-    from edgekd.distill.api import GROUP_KEYS, build_from_section, firing_rate_batches, load_recipe_data
+    from edgekd.distill.api import (GROUP_KEYS, build_from_section, firing_rate_batches, load_recipe_data,
+                                    student_regularizers)
     from edgekd.distill.trainer import evaluate, fit, tensors_for
     from edgekd.models import count_parameters, firing_rates
 
@@ -162,10 +163,11 @@ def run_method(name: str, recipe_name: str, overrides: list[str], seeds: list[in
     low_key = "accuracy_lighting_low-light"
     if low_key in teacher_eval:
         figures[f"{name}_teacher_accuracy_lowlight"] = teacher_eval[low_key]
-    arms: list[tuple[str, list[Any], list[int]]] = [("nokd", [LossTerm(name="ce")], []),
+    own = student_regularizers(recipe)  # e.g. the spiking student's spike_margin: in every arm
+    arms: list[tuple[str, list[Any], list[int]]] = [("nokd", [LossTerm(name="ce"), *own], []),
                                                      ("kd", list(recipe.losses), list(range(len(teachers))))]
     if logit_kd:
-        arms.append(("logitkd", [LossTerm(**t) for t in LOGIT_KD], [0]))
+        arms.append(("logitkd", [LossTerm(**t) for t in LOGIT_KD] + own, [0]))
     runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm, _, _ in arms}
     extras: dict[str, list[float]] = {}
     rates: dict[str, float] = {}

@@ -119,6 +119,14 @@ def _run(recipe: Recipe, stage: str, out: Path, model_section: ModelSection, los
     return {"out": str(out), "stage": stage, "metrics": metrics}
 
 
+def student_regularizers(recipe: Recipe) -> list[LossTerm]:
+    """The recipe's loss terms that regularize the student itself (spike_margin, logit_margin):
+    every training of the student keeps them, with or without a teacher."""
+    from edgekd.distill.losses import LOSSES
+
+    return [t for t in recipe.losses if t.name in LOSSES and LOSSES[t.name].student_regularizer]
+
+
 def train_recipe(recipe_name: str, overrides: Sequence[str] = (), out: str | Path | None = None,
                  model: str = "teacher", resume: bool = True, progress: bool = True,
                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -133,9 +141,7 @@ def train_recipe(recipe_name: str, overrides: Sequence[str] = (), out: str | Pat
     if recipe.teacher_losses and model == "teacher":
         losses = list(recipe.teacher_losses)
     if model == "student":  # the student's own regularizers (spike_margin) apply without KD too
-        from edgekd.distill.losses import LOSSES
-
-        losses += [t for t in recipe.losses if t.name in LOSSES and LOSSES[t.name].student_regularizer]
+        losses += student_regularizers(recipe)
     dest = Path(out) if out else Path("runs") / recipe.name / ("01-train" if model == "teacher" else "01-train-student")
     train_cfg = recipe.teacher_train if (model == "teacher" and recipe.teacher_train) else recipe.train
     return _run(recipe, "train", dest, section, losses, [], resume, progress, log, train_cfg)
