@@ -96,21 +96,30 @@ def _target_rows(run: RunResults) -> list[dict[str, Any]]:
             "accuracy": s.get("accuracy"), "p50": s.get("p50_ms"), "p99": s.get("p99_ms"),
             "energy_mj": s.get("energy_mj"), "ram_kb": s.get("ram_kb"), "flash_kb": s.get("flash_kb"),
             "cycles": s.get("cycles_per_inference"), "record": prof,
+            "samples": s.get("samples_done", s.get("samples")),
         })
     return rows
 
 
-def _targets(run: RunResults, reference_acc: float | None) -> str:
+def _targets(run: RunResults, reference_acc: float | None, reference_samples: int | None) -> str:
     rows = _target_rows(run)
     if not rows:
         return _note("no device profiles in this run")
     out = []
     for r in rows:
-        delta = None if (r["accuracy"] is None or reference_acc is None) else 100 * (r["accuracy"] - reference_acc)
-        out.append([_e(r["target"]), _e(r["format"]), _e(r["status"]), _num(r["size_kb"]), _num(r["accuracy"], pct=True),
-                    "–" if delta is None else f"{delta:+.2f}", _num(r["p50"]), _num(r["p99"]), _num(r["cycles"]),
+        # A delta is only shown over the same samples as fp32's: the emulated board runs the first
+        # 20, whose accuracy says nothing against fp32 on all of them (its agreement is in the ledger).
+        same = reference_samples is None or r["samples"] is None or r["samples"] == reference_samples
+        if r["accuracy"] is None or reference_acc is None:
+            delta = "–"
+        elif not same:
+            delta = f"– ({r['samples']} of {reference_samples} samples)"
+        else:
+            delta = f"{100 * (r['accuracy'] - reference_acc):+.2f}"
+        out.append([_e(r["target"]), _e(r["format"]), _e(r["status"]), _num(r["size_kb"]), _num(r["samples"]),
+                    _num(r["accuracy"], pct=True), _e(delta), _num(r["p50"]), _num(r["p99"]), _num(r["cycles"]),
                     _num(r["energy_mj"]), _num(r["ram_kb"]), _num(r["flash_kb"])])
-    return _table(["target", "format", "status", "size KiB", "accuracy %", "Δ vs fp32 pt", "p50 ms", "p99 ms",
+    return _table(["target", "format", "status", "size KiB", "samples", "accuracy %", "Δ vs fp32 pt", "p50 ms", "p99 ms",
                    "cycles/inf", "energy mJ/inf", "RAM KiB", "flash KiB"], out, "targets-table")
 
 
@@ -230,14 +239,14 @@ def render_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write RUN_DIR/report.html (or `out`) and return its path."""
     run = collect_run(run_dir)
     estimates = _estimates(run)
-    reference = None
+    reference = reference_samples = None
     for conv in run.by_stage("convert"):
         hops = (conv.files.get("parity.json") or {}).get("hops", [])
         if hops and hops[0].get("accuracy_source") is not None:
-            reference = hops[0]["accuracy_source"]
+            reference, reference_samples = hops[0]["accuracy_source"], hops[0].get("samples")
     body = {
         "ledger": ("Accuracy ledger", "torch fp32 → ONNX → TFLite fp32 → int8 → each device", _ledger(run)),
-        "targets": ("Targets and formats", "", _targets(run, reference)),
+        "targets": ("Targets and formats", "", _targets(run, reference, reference_samples)),
         "pareto": ("Pareto: accuracy vs latency and energy", "", _pareto(run, estimates)),
         "latency": ("Latency histograms", "", _latency(run)),
         "power": ("Power traces", "", _power(run)),

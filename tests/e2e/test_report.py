@@ -78,3 +78,26 @@ def test_diff_explains_a_changed_parameter(run_dir, small_model, tmp_path):
 def test_report_on_a_folder_without_stages_is_a_clear_error(tmp_path):
     res = run_cli("report", str(tmp_path))
     assert res.returncode == 11 and "holds no finished stage" in res.stderr
+
+
+def test_targets_table_gives_no_delta_over_a_subset_of_the_samples(tmp_path):
+    """fp32 accuracy over 240 validation samples and a board that ran the first 20: no Δ between
+    them (it would compare different samples); a target over all 240 gets its Δ."""
+    from edgekd.artifacts import atomic_write_json, stage_dir
+    from edgekd.report.html import render_report
+
+    with stage_dir(tmp_path / "03-convert", "convert") as sd:
+        atomic_write_json(tmp_path / "03-convert" / "parity.json", {"hops": [
+            {"hop": "torch-fp32 -> onnx", "source": "torch-fp32", "target": "onnx", "samples": 240,
+             "accuracy_source": 0.5, "accuracy_target": 0.5, "agreement": 1.0}]})
+        sd.add_output("parity", tmp_path / "03-convert" / "parity.json")
+    for name, stage, samples, acc in (("05-firmware-board", "firmware-profile", 20, 0.45),
+                                      ("04-profile-local", "profile", 240, 0.475)):
+        with stage_dir(tmp_path / name, stage, params={"target": name[3:]}) as sd:
+            key = "samples" if stage == "firmware-profile" else "samples_done"
+            atomic_write_json(tmp_path / name / "results.json", {"status": "complete", "summary": {key: samples, "accuracy": acc}})
+            sd.add_output("results.json", tmp_path / name / "results.json")
+    page = render_report(tmp_path).read_text()
+    table = page[page.index('id="targets-table"'):]
+    table = table[:table.index("</table>")]
+    assert "– (20 of 240 samples)" in table and "-2.50" in table and "-5.00" not in table
