@@ -212,9 +212,16 @@ def input_arrays(inputs: np.ndarray | Mapping[str, np.ndarray], metas: Sequence[
         from edgekd.agent.edgekd_agent import AgentError, match_inputs
 
         given = [(name, np.asarray(a)) for name, a in inputs.items()]
+
+        def per_sample(shape) -> list[int]:  # [1, 4, 25] and [4, 25] are the same sample (batch axis or not)
+            dims = [int(d) for d in shape]
+            while dims and dims[0] == 1:
+                dims = dims[1:]
+            return dims
+
         try:
-            order = match_inputs([(m["name"], [1, *m["shape"]]) for m in metas],
-                                 [(name, a.shape[1:]) for name, a in given])
+            order = match_inputs([(m["name"], [1, *per_sample(m["shape"])]) for m in metas],
+                                 [(name, per_sample(a.shape[1:])) for name, a in given])
         except AgentError as exc:
             raise DataError(exc.message, hint=exc.hint) from None
         arrays = [given[j][1] for j in order]

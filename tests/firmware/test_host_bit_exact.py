@@ -156,7 +156,7 @@ def test_input_arrays_match_names_and_refuse_mistakes():
         input_arrays({"a": j, "b": b}, metas)
     got = input_arrays({"joints": j, "bone": 2 * b}, metas)  # 'bone' is the one array left for the one input left
     assert int(got[1].flat[0]) == 8
-    with pytest.raises(DataError, match=r"expects \[1, 2, 3\] per sample"):  # named right, wrong shape
+    with pytest.raises(DataError, match=r"expects \[2, 3\] per sample"):  # named right, wrong shape
         input_arrays({"joints": j, "bones": b.reshape(4, 6)}, metas)
     with pytest.raises(DataError, match="2 inputs"):
         input_arrays(j, metas)
@@ -167,6 +167,9 @@ def test_input_arrays_match_names_and_refuse_mistakes():
     got = input_arrays({"a": b.reshape(4, 1, 6), "b": j}, wide)
     assert [a.shape for a in got] == [(4, 1, 2, 3), (4, 1, 6)]
     assert input_arrays({"x": b.reshape(4, 6)}, metas[:1])[0].shape == (4, 1, 2, 3)
+    # the model's shape has its batch axis ([1, 2, 3]); arrays with or without it per sample
+    got = input_arrays({"bones": b.reshape(4, 2, 3), "joints": j}, metas)
+    assert [a.shape for a in got] == [(4, 1, 2, 3), (4, 1, 2, 3)]
 
 
 def test_load_inputs_reads_eval_sets(tmp_path):
