@@ -6,9 +6,10 @@ parity.json the fp32 and int8 accuracy on the validation split, the top-1 agreem
 fp32, the near-ties (samples whose fp32 top-2 margin is below one int8 output step) and the
 agreement beyond them; and from `edgekd.convert.parity.layer_report` on the first --layer-samples
 held-out samples, the share of spikes int8 moved in each LIF layer (first and last time step,
-and the mean over the steps). Used for the spike-margin measurements in docs/int8-spiking.md:
+and the mean over the steps). A measuring tool, not a benchmark (it takes trained runs, so no
+--quick): used for the spike-margin measurements in docs/int8-spiking.md:
 
-    python benchmarks/spike_ledger.py base=runs/issue6/eye-base margin=runs/issue6/eye-margin \\
+    python scripts/spike_ledger.py base=runs/issue6/eye-base margin=runs/issue6/eye-margin \\
         --out runs/issue6/ledger.json
 """
 
@@ -47,7 +48,7 @@ def ledger(run_dir: str, layer_samples: int, log: Any) -> dict[str, Any]:
     from edgekd.convert.layout import IO_FILE, ModelIO
     from edgekd.convert.ops import inventory
     from edgekd.convert.parity import PARITY_FILE, layer_report
-    from edgekd.data.api import load_dataset
+    from edgekd.distill.api import load_recipe_data
     from edgekd.models import load_model
 
     # limits opened so that every artifact is written; the recipe's limits are checked below
@@ -60,9 +61,7 @@ def ledger(run_dir: str, layer_samples: int, log: Any) -> dict[str, Any]:
     recipe = run.recipe
     model = load_model(run.model_dir)
     names = list(model.input_names)
-    common = dict(task=recipe.task, source=recipe.data.source, path=recipe.data.path, seed=recipe.seed,
-                  validation_fraction=recipe.data.validation_fraction, **recipe.data.options)
-    held = held_out_from(load_dataset(split="validation", **common), names, 1000, recipe.seed)
+    held = held_out_from(load_recipe_data(recipe).validation, names, 1000, recipe.seed)
     sample = {k: v[:layer_samples] for k, v in held.inputs.items()}
     io = ModelIO.load(out / IO_FILE)
     report = layer_report(out / "model.fp32.tflite", out / "model.int8.tflite", io, sample)
@@ -86,6 +85,8 @@ def pct(x: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edgekd.artifacts import atomic_write_json
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("runs", nargs="+", help="NAME=RUN_DIR")
     ap.add_argument("--layer-samples", type=int, default=32, help="held-out samples for the per-layer spike report")
@@ -97,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         if not run_dir:
             ap.error(f"expected NAME=RUN_DIR, got '{item}'")
         results[name] = ledger(run_dir, args.layer_samples, lambda m: print(f"[{name}] {m}", file=sys.stderr, flush=True))
-        if args.out:
-            Path(args.out).write_text(json.dumps(results, indent=2))
+        if args.out:  # after every run: the finished ones survive a failure
+            atomic_write_json(args.out, results)
     print("| run | fp32 acc | int8 acc | agreement | near-ties | agreement beyond ties | spikes moved per LIF layer "
           "(first step / last step / mean over steps) |")
     print("|---|---|---|---|---|---|---|")
