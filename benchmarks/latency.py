@@ -80,11 +80,38 @@ def models_built(task: str, workdir: Path, quick: bool) -> dict[str, Any]:
     torch.manual_seed(recipe.seed)
     teacher = build_from_section(recipe.teacher, data)
     student = build_from_section(recipe.student, data)
+    settle_batch_norm(student, data)
     save_model(student, workdir / task / "student")
     return {"recipe": recipe.name, "data": data, "data_options": options, "teacher": teacher, "student": student,
             "convert_dir": workdir / task / "convert", "convert_seconds": None,
-            "weights": "random init (latency does not depend on weight values); calibration and timing "
-                       "inputs drawn from the same synthetic samples (no accuracy is measured here)"}
+            "weights": "random init with BatchNorm statistics from 64 samples (so spiking layers fire and "
+                       "their int8 scales are a trained model's); calibration and timing inputs drawn "
+                       "from the same synthetic samples (no accuracy is measured here)"}
+
+
+def settle_batch_norm(model: Any, data: Any, samples: int = 64) -> None:
+    """BatchNorm statistics from `samples` inputs (no gradient step): at random init the running
+    statistics (mean 0, var 1) leave a spiking student's neurons silent, its spike tensors get
+    degenerate int8 scales, and XNNPACK then declines ops it would run for a trained model, so
+    the timing would not be a trained model's."""
+    import torch
+
+    from edgekd.distill.trainer import tensors_for
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    batch = tensors_for(data.subset(np.arange(min(samples, len(data.y)))), list(model.input_names)).inputs
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        for start in range(0, len(next(iter(batch.values()))), 16):
+            model(*(batch[n][start:start + 16] for n in model.input_names))
+    for m in norms:
+        m.momentum = 0.1
+    model.eval()
 
 
 def convert_saved(task: str, student_dir: str, out_dir: str, quick: bool) -> float:

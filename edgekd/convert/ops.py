@@ -157,9 +157,10 @@ class RuntimeCheck:
         return asdict(self)
 
 
-# ops that legitimately touch float tensors in a full-int8 model: the spike's bool -> float CAST
-# and the QUANTIZE that follows it, shape-only ops on those
-_FLOAT_OK = {"CAST", "QUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CONCATENATION"}
+# ops that legitimately touch float tensors in a full-int8 model: a spiking neuron's Heaviside
+# (DEQUANTIZE -> FLOOR -> QUANTIZE, exact; TFLite has no int8 FLOOR; older exports: bool -> float
+# CAST -> QUANTIZE) and shape-only ops on those
+_FLOAT_OK = {"FLOOR", "CAST", "QUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CONCATENATION"}
 
 
 def float_compute_ops(inv: OpInventory) -> dict[str, int]:

@@ -298,18 +298,22 @@ def layer_report(fp32_tflite: str | Path, int8_tflite: str | Path, io: Any, inpu
         t = outs[0]
         layers.append({"index": op.index, "op": op.op, "tensor": inv_q.tensors[t].name,
                        "relative_error": round(out_err, 6), "added_error": round(out_err - in_err, 6)})
-    # Spiking layers: the share of spikes that int8 moved (a spike is one CAST output of a
-    # comparison). Flips grow from layer to layer and from step to step; this is where to look.
+    # Spiking layers: the share of spikes that int8 moved. A spike map is a FLOOR output (the
+    # exported Heaviside minus 1: 0 where a neuron fires, -1 elsewhere; edgekd.models.neurons) or,
+    # in older exports, the CAST of a comparison (1 where it fires). Flips grow from layer to
+    # layer and from step to step; this is where to look.
+    fires = {"FLOOR": lambda a: a > -0.5, "CAST": lambda a: a != 0}
     spikes = []
     for op in inv_q.ops:
-        if op.op != "CAST" or not op.outputs or op.outputs[0] not in q:
+        if op.op not in fires or not op.outputs or op.outputs[0] not in q:
             continue
         name, arr = q[op.outputs[0]]
         ref = fp_by_name.get(name)
         if ref is None or ref.shape != arr.shape:
             continue
-        spikes.append({"index": op.index, "tensor": name, "firing_rate": round(float(np.mean(ref != 0)), 6),
-                       "flip_rate": round(float(np.mean((ref != 0) != (arr != 0))), 6)})
+        fired, fired_q = fires[op.op](ref), fires[op.op](arr)
+        spikes.append({"index": op.index, "tensor": name, "firing_rate": round(float(np.mean(fired)), 6),
+                       "flip_rate": round(float(np.mean(fired != fired_q)), 6)})
     ranked = sorted(layers, key=lambda r: -r["added_error"])[:top]
     if ranked and onnx_path is not None:
         graph = _OnnxValues(onnx_path, {k: v[:1] for k, v in inputs.items()})

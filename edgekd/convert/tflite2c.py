@@ -291,7 +291,7 @@ SUPPORTED_OPS = (
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
     "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN",
     "GREATER_EQUAL", "GREATER", "LESS", "LESS_EQUAL", "EQUAL", "NOT_EQUAL",
-    "CAST", "QUANTIZE", "DEQUANTIZE", "RELU", "RELU6", "RELU_N1_TO_1",
+    "CAST", "QUANTIZE", "DEQUANTIZE", "FLOOR", "RELU", "RELU6", "RELU_N1_TO_1",
     "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
     "CONCATENATION", "PACK", "UNPACK", "SPLIT", "SPLIT_V", "TRANSPOSE", "STRIDED_SLICE", "SLICE",
     "GATHER", "PAD", "PADV2", "BATCH_MATMUL",
@@ -726,6 +726,14 @@ class _Lowering:
         self.per_tensor(op, x)
         text = (f"ekd_dequantize_s8_f32({x.size}, {_c_float(x.scale)}, {x.zero_point}, {self.cptr(op.inputs[0], 'int8_t')}, "
                 f"{self.ptr(op.outputs[0], 'float')});")
+        self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
+
+    def op_floor(self, op: Operator) -> None:
+        # float32 only: TFLite has no int8 FLOOR, the converter leaves it between DEQUANTIZE and
+        # QUANTIZE (the spiking neurons' exported Heaviside, see edgekd.models.neurons).
+        x = self.need_dtype(op, op.inputs[0], ["float32"])
+        self.need_dtype(op, op.outputs[0], ["float32"])
+        text = f"ekd_floor_f32({x.size}, {self.cptr(op.inputs[0], 'float')}, {self.ptr(op.outputs[0], 'float')});"
         self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
     def _lut(self, op: Operator) -> None:

@@ -11,8 +11,12 @@ threshold and reset mechanism:
     spike_t  = H(mem_t - threshold)                             (surrogate gradient in training)
 
 H is `>=` (snntorch uses `>`; the two differ only when the potential equals the threshold
-exactly). In export mode the spike is a plain comparison and a cast, so a model unrolled over
-its time steps exports with GreaterOrEqual/Cast/Mul/Add/Sub only (no custom autograd op).
+exactly). In export mode the spike is `floor(u / 1024) + 1` for u = mem - threshold, which equals
+H(u) exactly in float32 for |u| < 1024, so a model unrolled over its time steps exports with
+Floor/Mul/Add/Sub only (no custom autograd op, no comparison). Why not `(u >= 0).float()`: after
+int8 quantization that is GREATER_EQUAL + CAST(bool) + QUANTIZE, which XNNPACK (TFLite's CPU
+engine) does not take, so every LIF layer split its graph and the int8 eye student ran 5x slower
+than with the floor form, whose DEQUANTIZE/FLOOR/QUANTIZE it runs (benchmarks/latency.py).
 Nothing here keeps state between calls: the caller threads `state` through.
 """
 
@@ -149,10 +153,22 @@ class _Heaviside(torch.autograd.Function):
         return grad * _SURROGATE_GRAD[ctx.surrogate](u, ctx.alpha), None, None
 
 
+# |u| below this keeps export_heaviside exact; a power of two, so the scaling is exact in float32
+# and, in fp16, does not underflow for the membranes a quantization step from the threshold.
+EXPORT_HEAVISIDE_RANGE = 1024.0
+
+
+def export_heaviside(u: Tensor) -> Tensor:
+    """H(u) = (u >= 0) as floor(u / 1024) + 1: the same values for |u| < 1024 (u < 0 gives
+    floor(-small) = -1, u >= 0 gives 0), built from ops every TFLite engine runs in its int8
+    graph (see the module docstring)."""
+    return torch.floor(u * (1.0 / EXPORT_HEAVISIDE_RANGE)) + 1.0
+
+
 def spike_fn(u: Tensor, params: LIFParams) -> Tensor:
     """Heaviside of `u` (= membrane - threshold); surrogate gradient unless in export mode."""
     if params.export:
-        return (u >= 0).to(u.dtype)
+        return export_heaviside(u)
     return _Heaviside.apply(u, params.surrogate, params.alpha)
 
 
@@ -161,8 +177,8 @@ def lif(x: Tensor, state: Tensor | None, params: LIFParams, fired: Tensor | None
 
     `fired` may pass the previous step's spikes, which equal H(state - threshold): the reset then
     reuses that tensor instead of comparing again. Exported, the reset multiplies the spike
-    tensor the next layer already reads (an int8 tensor after quantization) rather than a second
-    comparison and cast, which the TFLite converter leaves in float32."""
+    tensor the next layer already reads (an int8 tensor after quantization) rather than
+    computing the Heaviside a second time."""
     if params.current_clamp > 0:
         x = x.clamp(-params.current_clamp, params.current_clamp)
     if state is None:
@@ -171,17 +187,15 @@ def lif(x: Tensor, state: Tensor | None, params: LIFParams, fired: Tensor | None
         if params.reset == "none":
             mem = params.beta * state + x
         else:
-            fired = (state >= params.threshold).to(state.dtype) if fired is None else fired
+            if fired is None:
+                fired = export_heaviside(state - params.threshold) if params.export else \
+                    (state >= params.threshold).to(state.dtype)
             fired = fired.detach()  # no gradient through the reset (snntorch's default)
             if params.reset == "subtract":
                 mem = params.beta * state + x - fired * params.threshold
             else:
                 mem = params.beta * (state - fired * state) + x
-    if params.export:
-        spike = (mem >= params.threshold).to(mem.dtype)
-    else:
-        spike = spike_fn(mem - params.threshold, params)
-    return spike, mem
+    return spike_fn(mem - params.threshold, params), mem
 
 
 # ---------------------------------------------------------------- time-step handling

@@ -147,8 +147,29 @@ def test_current_clamp_exports_as_a_clip() -> None:
     torch.onnx.export(layer, (torch.randn(1, 3, 8),), buf, input_names=["x"], dynamo=False)
     ops = [n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node]
     assert ops.count("Clip") == 3  # one per time step, on the current before integration
-    # one comparison per step: the reset reuses the previous step's spikes (no second compare + cast)
-    assert ops.count("GreaterOrEqual") == 3 and ops.count("Cast") == 3
+    # one Heaviside (a Floor) per step: the reset reuses the previous step's spikes; no comparison
+    # or bool cast, which XNNPACK would leave out of its int8 graph
+    assert ops.count("Floor") == 3
+    assert "GreaterOrEqual" not in ops and "Cast" not in ops
+
+
+def test_export_heaviside_equals_the_comparison_in_float32() -> None:
+    from edgekd.models.neurons import export_heaviside
+
+    # around zero at every float32 scale a membrane can sit from its threshold, and far from it
+    tiny = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 1e-7, -1e-7, 1e-3, -1e-3, 0.5, -0.5, 1.0, -1.0])
+    wide = torch.linspace(-1023.0, 1023.0, 100_001)
+    for u in (tiny, wide, torch.randn(10_000) * 5):
+        assert torch.equal(export_heaviside(u), (u >= 0).float())
+
+
+def test_lif_export_mode_matches_training_mode_in_eval() -> None:
+    torch.manual_seed(4)
+    x = torch.randn(2, 12, 64) * 1.5
+    for reset in ("subtract", "zero"):
+        trained = LIF(LIFParams(beta=0.7, threshold=0.8, reset=reset), time_dim=1).eval()
+        exported = LIF(LIFParams(beta=0.7, threshold=0.8, reset=reset, export=True), time_dim=1).eval()
+        assert torch.equal(trained(x), exported(x))
 
 
 def test_spike_margin_penalty_is_zero_beyond_delta_and_pushes_membranes_away() -> None:
