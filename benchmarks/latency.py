@@ -43,6 +43,7 @@ RECIPES = {"eye": "eye-mskd", "skeleton": "skeleton-mksgn", "face": "face-mini-r
 # depths stay the recipe's.
 QUICK_DATA = {"eye": {"frames": 4}, "skeleton": {"frames": 4}, "face": {}}
 # Synthetic samples to calibrate and time with: few subjects, so every class occurs.
+ENGINE_REST_S = 0.5  # between engines, so the last one's spinning threads have gone to sleep
 DATA_SIZE = {"eye": {"samples": 140, "subjects": 10}, "skeleton": {"samples": 120, "subjects": 5},
              "face": {"samples": 140, "subjects": 10}}
 
@@ -181,22 +182,30 @@ def measure_task(task: str, models: dict[str, Any], threads: int, min_time: floa
     int8_path = models["convert_dir"] / outputs["tflite-int8"]["path"]
     onnx_path = models["convert_dir"] / outputs["onnx"]["path"] if "onnx" in outputs else None
 
+    # Each engine keeps its own thread pool, and a pool that has just worked spins on the cores for
+    # a while: on 2 cores torch's OpenMP threads, timed first, made XNNPACK's 2-thread int8 runs
+    # 2-3x slower. So the engines run one after the other with a rest between them, the int8 model
+    # first, and each pool is released (del) before the next engine starts.
     results: dict[str, dict[str, float]] = {}
-    with torch.inference_mode():
-        results["torch_fp32_teacher"] = time_fn(lambda: teacher(*t_args), 3, min_time, 10)
-        results["torch_fp32_student"] = time_fn(lambda: student(*s_args), 3, min_time, 10)
     tfl = open_model(str(int8_path), "tflite", threads)
     eval_inputs, _ = load_eval_set(models["convert_dir"] / outputs["eval"]["path"])
     bound = tfl.bind([(name, x.shape[1:]) for name, x in eval_inputs.items()])
     tensors = tfl.prepare([x[:1] for x in eval_inputs.values()])
     results["tflite_int8_student"] = time_fn(lambda: tfl.invoke(tensors), 10, min_time, 50)
+    del tfl
     if onnx_path is not None:
+        time.sleep(ENGINE_REST_S)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
         feed = {i.name: s_inputs[i.name].numpy() for i in session.get_inputs()}
         results["ort_fp32_student"] = time_fn(lambda: session.run(None, feed), 10, min_time, 50)
+        del session
+    time.sleep(ENGINE_REST_S)
+    with torch.inference_mode():
+        results["torch_fp32_teacher"] = time_fn(lambda: teacher(*t_args), 3, min_time, 10)
+        results["torch_fp32_student"] = time_fn(lambda: student(*s_args), 3, min_time, 10)
 
     int8 = results["tflite_int8_student"]["median_ms"]
     figures = {f"{task}_{k}_ms": v["median_ms"] for k, v in results.items()}

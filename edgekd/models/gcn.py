@@ -20,7 +20,7 @@ joints is a fully connected layer with the fixed adjacency as its weight.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -272,23 +272,27 @@ class SpikingSelfAttention(nn.Module):
         return self.proj(self.attn_lif(self.attn_bn(out)))
 
     def _attend_4d(self, q: Tensor, k: Tensor, val: Tensor) -> Tensor:
-        """Q (K^T V / V) / d on the (N, d, T, V) spike maps themselves: CONV, MUL, MEAN, ADD, no Reshape.
+        """Q (K^T V / V) / d on the (N, d, T, V) spike maps themselves: 1x1 CONV, MUL, MEAN, no Reshape.
 
-        For each feature i of Q and K (picked by a 1x1 conv with a fixed one-hot weight, exact on
-        spikes): kv_i = mean over the joints of K_i * V is row i of K^T V / V per frame, (N, d, T, 1)
-        with the features j on the channel axis, and Q_i * kv_i is its contribution to every
-        joint's output; the sum over i is Q (K^T V / V). The tokens form instead folded the frames
-        into the batch, (N*T, V, d, 1) and back, and onnx2tf, guessing the layout of the reshaped
-        maps from their shapes, laid them out wrongly when the frames equalled the channels."""
+        Channel i*d + j of the d*d-channel maps pairs feature i of Q and K with feature j of V (fixed
+        one-hot 1x1 convs copy the features there; exact on spikes): the mean over the joints of
+        K_i * V_j is (K^T V / V)_ij per frame, Q_i times it is feature i's contribution to output
+        feature j at every joint, and a fixed 1x1 conv sums over i (and divides by d). Seven ops
+        for any d. The tokens form instead folded the frames into the batch, (N*T, V, d) and back,
+        and onnx2tf, guessing the layout of the reshaped maps from their shapes, laid them out
+        wrongly when the frames equalled the channels."""
         d = self.dim
-        out = None
-        for i in range(d):
-            # built from a Python list so it is traced as a constant
-            pick = torch.tensor([[[[1.0 if j == i else 0.0]] for j in range(d)]], dtype=q.dtype, device=q.device)
-            q_i, k_i = nn.functional.conv2d(q, pick), nn.functional.conv2d(k, pick)  # (N, 1, T, V)
-            term = q_i * (k_i * val).mean(dim=3, keepdim=True)  # (N, 1, T, V) * (N, d, T, 1)
-            out = term if out is None else out + term
-        return out * (1.0 / d)
+
+        def weights(rows: int, cols: int, value: Callable[[int, int], float]) -> Tensor:
+            # built from Python lists so they are traced as constants
+            return torch.tensor([[[[value(r, c)]] for c in range(cols)] for r in range(rows)], dtype=q.dtype,
+                                device=q.device)
+
+        feature_i = weights(d * d, d, lambda r, c: 1.0 if c == r // d else 0.0)
+        feature_j = weights(d * d, d, lambda r, c: 1.0 if c == r % d else 0.0)
+        sum_over_i = weights(d, d * d, lambda r, c: 1.0 / d if c % d == r else 0.0)
+        kv = (nn.functional.conv2d(k, feature_i) * nn.functional.conv2d(val, feature_j)).mean(dim=3, keepdim=True)
+        return nn.functional.conv2d(nn.functional.conv2d(q, feature_i) * kv, sum_over_i)
 
 
 class SpikingGraphUnit(nn.Module):
