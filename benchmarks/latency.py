@@ -43,9 +43,9 @@ RECIPES = {"eye": "eye-mskd", "skeleton": "skeleton-mksgn", "face": "face-mini-r
 # depths stay the recipe's.
 QUICK_DATA = {"eye": {"frames": 4}, "skeleton": {"frames": 4}, "face": {}}
 # Synthetic samples to calibrate and time with: few subjects, so every class occurs.
-ENGINE_REST_S = 0.5  # between engines, so the last one's spinning threads have gone to sleep
 DATA_SIZE = {"eye": {"samples": 140, "subjects": 10}, "skeleton": {"samples": 120, "subjects": 5},
              "face": {"samples": 140, "subjects": 10}}
+ENGINE_REST_S = 0.5  # between engines, so the last one's spinning threads have gone to sleep
 
 
 def time_fn(fn: Callable[[], object], warmup: int, min_time_s: float, min_runs: int) -> dict[str, float]:
@@ -103,6 +103,7 @@ def settle_batch_norm(model: Any, data: Any, samples: int = 64) -> None:
     if not norms:
         return
     batch = tensors_for(data.subset(np.arange(min(samples, len(data.y)))), list(model.input_names)).inputs
+    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
@@ -110,8 +111,8 @@ def settle_batch_norm(model: Any, data: Any, samples: int = 64) -> None:
     with torch.no_grad():
         for start in range(0, len(next(iter(batch.values()))), 16):
             model(*(batch[n][start:start + 16] for n in model.input_names))
-    for m in norms:
-        m.momentum = 0.1
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
     model.eval()
 
 

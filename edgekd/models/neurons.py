@@ -187,9 +187,7 @@ def lif(x: Tensor, state: Tensor | None, params: LIFParams, fired: Tensor | None
         if params.reset == "none":
             mem = params.beta * state + x
         else:
-            if fired is None:
-                fired = export_heaviside(state - params.threshold) if params.export else \
-                    (state >= params.threshold).to(state.dtype)
+            fired = spike_fn(state - params.threshold, params) if fired is None else fired
             fired = fired.detach()  # no gradient through the reset (snntorch's default)
             if params.reset == "subtract":
                 mem = params.beta * state + x - fired * params.threshold
