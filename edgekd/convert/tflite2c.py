@@ -11,6 +11,10 @@ Constants are emitted once per distinct content: weights, biases, multipliers, s
 and kernel parameter blocks with the same C type and bytes share one const array, so an SNN
 unrolled over T time steps keeps each layer's weights once in flash, not T times.
 
+Elementwise int8 -> int8 functions run as 256-entry tables that the reproduced interpreter
+itself computes (one table per op, or per DEQUANTIZE -> FLOOR -> QUANTIZE chain: the spiking
+students' exported spike, which would otherwise need float kernels and two float buffers).
+
 Also here: `load_graph` (a dependency-light reader of .tflite flatbuffers, reusable by any
 op inventory), `check_ops` (which ops/types this runtime cannot run, before anything is built)
 and `tflm_arena_bytes` (the TFLite Micro view: the smallest arena its interpreter accepts).
@@ -298,6 +302,8 @@ SUPPORTED_OPS = (
     # int8 -> int8 elementwise functions, run as 256-entry tables computed by the interpreter itself
     "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "ELU", "GELU", "ABS", "NEG", "RSQRT", "SQRT", "EXP", "LOG",
 )
+# float32 elementwise ops that may sit between DEQUANTIZE and QUANTIZE in a chain run as one table
+INT8_CHAIN_FLOAT_OPS = ("FLOOR",)
 LUT_OPS = ("RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "ELU", "GELU", "ABS",
            "NEG", "RSQRT", "SQRT", "EXP", "LOG")
 ALIAS_OPS = ("RESHAPE", "SQUEEZE", "EXPAND_DIMS")
@@ -379,11 +385,11 @@ class _Lowering:
         self._const_pool[key] = name
         return name
 
-    def emit(self, op: Operator, text: str, reads: list[int], writes: list[int]) -> None:
+    def emit(self, op: Operator, text: str, reads: list[int], writes: list[int], name: str | None = None) -> None:
         for r in reads:
             if self.t(self.root(r)).is_const:
                 self.const_used.add(self.root(r))
-        self.calls.append(Call(op.index, op.op, text, reads, writes))
+        self.calls.append(Call(op.index, name or op.op, text, reads, writes))
 
     def ptr(self, i: int, ctype: str) -> str:
         return f"(({ctype} *)@T{i}@)"
@@ -420,11 +426,57 @@ class _Lowering:
     # ---------------------------------------------------------------- dispatch
 
     def lower(self) -> None:
+        consumers: dict[int, list[Operator]] = {}
         for op in self.g.operators:
+            for i in op.inputs:
+                consumers.setdefault(i, []).append(op)
+        done: set[int] = set()
+        for op in self.g.operators:
+            if op.index in done:
+                continue
+            chain = self._int8_chain(op, consumers)
+            if chain:
+                self._lut_chain(chain)
+                done.update(c.index for c in chain)
+                continue
             fn: Callable[[Operator], None] | None = getattr(self, f"op_{op.op.lower()}", None)
             if fn is None or op.op not in SUPPORTED_OPS:
                 raise ConversionError(f"op #{op.index} {op.op} is not supported by the firmware runtime")
             fn(op)
+
+    def _int8_chain(self, op: Operator, consumers: dict[int, list[Operator]]) -> list[Operator] | None:
+        """DEQUANTIZE -> elementwise float ops -> QUANTIZE, int8 to int8, the float tensors read by
+        nothing else: the spiking neurons' exported Heaviside (FLOOR, see edgekd.models.neurons).
+        Run as one 256-entry table instead of three float kernels and two float buffers."""
+        if op.op != "DEQUANTIZE" or len(op.inputs) != 1 or self.t(op.inputs[0]).dtype != "int8":
+            return None
+        chain = [op]
+        while True:
+            out = chain[-1].outputs[0]
+            users = consumers.get(out, [])
+            if out in self.g.outputs or len(users) != 1 or len(users[0].inputs) != 1:
+                return None
+            nxt = users[0]
+            if nxt.op == "QUANTIZE" and self.t(nxt.outputs[0]).dtype == "int8":
+                chain.append(nxt)
+                return chain if len(chain) > 2 else None
+            if nxt.op not in INT8_CHAIN_FLOAT_OPS:
+                return None
+            chain.append(nxt)
+
+    def _lut_chain(self, chain: list[Operator]) -> None:
+        """One table call for an int8 -> int8 op or chain of ops (`_int8_chain`)."""
+        first, last = chain[0], chain[-1]
+        x = self.need_dtype(first, first.inputs[0], ["int8"])
+        out = self.need_dtype(last, last.outputs[0], ["int8"])
+        self.per_tensor(first, x)
+        self.per_tensor(last, out)
+        self.need(x.shape == out.shape, first, "input and output shapes differ")
+        table = chain_lut(self.g, chain, self.reference)
+        k = self.uid()
+        tn = self.const_array("int8_t", f"t{k}", table)
+        text = f"ekd_lut_s8({x.size}, {tn}, {self.cptr(first.inputs[0], 'int8_t')}, {self.ptr(last.outputs[0], 'int8_t')});"
+        self.emit(first, text, [first.inputs[0]], [last.outputs[0]], name="+".join(c.op for c in chain))
 
     # ---------------------------------------------------------------- conv / fc
 
@@ -737,16 +789,7 @@ class _Lowering:
         self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
     def _lut(self, op: Operator) -> None:
-        x = self.need_dtype(op, op.inputs[0], ["int8"])
-        out = self.need_dtype(op, op.outputs[0], ["int8"])
-        self.per_tensor(op, x)
-        self.per_tensor(op, out)
-        self.need(x.shape == out.shape, op, "input and output shapes differ")
-        table = unary_lut(self.g, op, self.reference)
-        k = self.uid()
-        tn = self.const_array("int8_t", f"t{k}", table)
-        text = f"ekd_lut_s8({x.size}, {tn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
-        self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
+        self._lut_chain([op])
 
     op_relu = op_relu6 = op_relu_n1_to_1 = op_logistic = op_tanh = op_hard_swish = op_leaky_relu = _lut
     op_elu = op_gelu = op_abs = op_neg = op_rsqrt = op_sqrt = op_exp = op_log = _lut
@@ -1050,37 +1093,43 @@ def _c_float(v: Any) -> str:
     return text + "f"
 
 
-def unary_lut(graph: Graph, op: Operator, reference: Reference) -> np.ndarray:
-    """The int8 -> int8 table of an elementwise op, computed by running the op alone in the
-    interpreter being reproduced (TFLite's reference kernels, or TFLite Micro) on all 256 inputs."""
+def chain_lut(graph: Graph, chain: Sequence[Operator], reference: Reference) -> np.ndarray:
+    """The int8 -> int8 table of an elementwise op, or of a chain of single-input elementwise ops
+    (each reading the one before), computed by running it alone in the interpreter being
+    reproduced (TFLite's reference kernels, or TFLite Micro) on all 256 inputs: the values its
+    kernels give, intermediate float rounding included."""
     import flatbuffers
 
     schema = _schema()
     src = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(graph.raw, 0))
-    src_op = src.subgraphs[0].operators[op.index]
     tensors = src.subgraphs[0].tensors
     one = schema.ModelT()
     one.version = 3
     one.description = b"edgekd lut"
-    one.operatorCodes = [src.operatorCodes[src_op.opcodeIndex]]
+    one.operatorCodes = []
     one.buffers = [schema.BufferT()]
     sg = schema.SubGraphT()
     sg.tensors = []
-    for name, i in ((b"x", op.inputs[0]), (b"y", op.outputs[0])):
+    sg.operators = []
+    ids = [chain[0].inputs[0]] + [c.outputs[0] for c in chain]
+    for k, i in enumerate(ids):
         t = schema.TensorT()
         t.shape = [256]
         t.type = tensors[i].type
         t.buffer = 0
-        t.name = name
+        t.name = f"t{k}".encode()
         t.quantization = tensors[i].quantization
         sg.tensors.append(t)
-    o = schema.OperatorT()
-    o.opcodeIndex = 0
-    o.inputs, o.outputs = [0], [1]
-    o.builtinOptionsType = src_op.builtinOptionsType
-    o.builtinOptions = src_op.builtinOptions
-    sg.operators = [o]
-    sg.inputs, sg.outputs = [0], [1]
+    for k, c in enumerate(chain):
+        src_op = src.subgraphs[0].operators[c.index]
+        one.operatorCodes.append(src.operatorCodes[src_op.opcodeIndex])
+        o = schema.OperatorT()
+        o.opcodeIndex = k
+        o.inputs, o.outputs = [k], [k + 1]
+        o.builtinOptionsType = src_op.builtinOptionsType
+        o.builtinOptions = src_op.builtinOptions
+        sg.operators.append(o)
+    sg.inputs, sg.outputs = [0], [len(chain)]
     one.subgraphs = [sg]
     builder = flatbuffers.Builder(1024)
     builder.Finish(one.Pack(builder), file_identifier=b"TFL3")
@@ -1095,7 +1144,7 @@ def unary_lut(graph: Graph, op: Operator, reference: Reference) -> np.ndarray:
         try:
             from ai_edge_litert.interpreter import Interpreter, OpResolverType
         except ImportError:
-            raise MissingDependencyError(f"op #{op.index} {op.op} is tabulated with the TFLite interpreter (ai-edge-litert)",
+            raise MissingDependencyError(f"op #{chain[0].index} {chain[0].op} is tabulated with the TFLite interpreter (ai-edge-litert)",
                                          hint="pip install -c constraints.txt 'edgekd[convert]'") from None
         interp = Interpreter(model_content=model_bytes, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
         interp.allocate_tensors()

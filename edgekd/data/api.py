@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.data.options import positive_int
 from edgekd.errors import DataError, UsageError, did_you_mean
 
 TASKS = ("eye", "skeleton", "face")
@@ -170,6 +171,12 @@ def load_dataset(task: str, source: str, path: str | None = None, split: str = "
     split_seed = int(options.pop("split_seed", 0))
     if not 0.0 < fraction < 1.0:
         raise UsageError(f"validation_fraction must be between 0 and 1, got {fraction}")
+    # Skeleton training sets: `augment` more copies of every training sequence, each turned and
+    # scaled at random (validation and test are never augmented).
+    augment = 0
+    if task == "skeleton" and "augment" in options:
+        augment = positive_int(options, "augment", f"{source} (skeleton)", minimum=0)
+        options.pop("augment")
     if task == "eye" and source in FACE_SOURCES:
         # Crop only the faces of the split: cropping and events are the slow part.
         from edgekd.data.periocular import load_periocular
@@ -180,7 +187,22 @@ def load_dataset(task: str, source: str, path: str | None = None, split: str = "
         return _nonempty_split(ds, split, source)
     ds = read_all(task, source, path, seed=seed, **options)
     idx = split_indices(ds, split, fraction, split_seed)
-    return _nonempty_split(ds.subset(idx), split, source, len(ds))
+    ds = _nonempty_split(ds.subset(idx), split, source, len(ds))
+    if augment and split == "train":
+        ds = _augmented(ds, augment, seed)
+    return ds
+
+
+def _augmented(ds: Dataset, copies: int, seed: int) -> Dataset:
+    from edgekd.data.graphs import augment_views
+
+    reps = 1 + copies
+    joints = augment_views(ds.x["joints"], copies, np.random.default_rng([seed, 7]))
+    return Dataset(task=ds.task, x={"joints": joints}, y=np.tile(ds.y, reps), classes=list(ds.classes),
+                   meta={k: np.tile(v, reps) for k, v in ds.meta.items()}, layout=ds.layout,
+                   skipped=list(ds.skipped), source=ds.source,
+                   notes=[*ds.notes, f"training sequences augmented: {copies} randomly turned and scaled "
+                                     f"copies of each ({len(ds)} -> {len(ds) * reps})"])
 
 
 def _nonempty_split(ds: Dataset, split: str, source: str, total: int | None = None) -> Dataset:

@@ -260,3 +260,35 @@ def random_crop_resize(joints: np.ndarray, rng: np.random.Generator, min_crop: f
         seq = joints[i].transpose(1, 2, 3, 0)  # (T, V, M, 3)
         out[i] = resample_sequence(seq, t, "random", rng, min_crop).transpose(3, 0, 1, 2)
     return out
+
+
+# Rotation range of `augment_views` (radians, about each axis) and scale range: CTR-GCN's
+# random_rot uses 0.3 rad; the scale covers body sizes the torso normalisation leaves.
+AUGMENT_MAX_ANGLE = 0.3
+AUGMENT_SCALE = (0.9, 1.1)
+
+
+def random_view_matrices(count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` 3x3 matrices R_z R_y R_x * diag(scale), angles in ±AUGMENT_MAX_ANGLE, scales per axis
+    in AUGMENT_SCALE: a camera turned a little and a body a little wider or taller."""
+    out = np.empty((count, 3, 3), dtype=np.float32)
+    for i in range(count):
+        ax, ay, az = rng.uniform(-AUGMENT_MAX_ANGLE, AUGMENT_MAX_ANGLE, 3)
+        rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+        ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+        rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+        out[i] = rz @ ry @ rx @ np.diag(rng.uniform(*AUGMENT_SCALE, 3))
+    return out
+
+
+def augment_views(joints: np.ndarray, copies: int, rng: np.random.Generator) -> np.ndarray:
+    """(N, 3, T, V, M) -> (N * (1 + copies), 3, T, V, M): the sequences, then `copies` blocks of
+    them each seen through its own random view (`random_view_matrices`, one per sequence and
+    copy). Linear, so untracked (all-zero) persons stay zero; bones and motions, which the
+    models derive from the joints, turn with them."""
+    n = joints.shape[0]
+    if joints.ndim != 5 or joints.shape[1] != 3:
+        raise DataError(f"augment_views needs (N, 3, T, V, M) joints, got {joints.shape}")
+    views = random_view_matrices(n * copies, rng).reshape(copies, n, 3, 3)
+    turned = [np.einsum("nij,njtvm->nitvm", views[c], joints).astype(joints.dtype) for c in range(copies)]
+    return np.concatenate([joints, *turned], axis=0)

@@ -9,6 +9,8 @@ representative dataset), with the op patterns the students have:
 - `eye_snn`     unrolled LIF spiking CNN over T steps (the eye student's pattern: CONV_2D,
                 FULLY_CONNECTED, ADD, SUB, MUL, GREATER_EQUAL, CAST, CONCATENATION, TRANSPOSE,
                 PAD, MEAN, RESHAPE, QUANTIZE)
+- `eye_snn_floor` the same with the spike as the students export it, floor(u / 1024) + 1
+                (SUB, MUL, DEQUANTIZE, FLOOR, QUANTIZE, ADD; see edgekd.models.neurons)
 - `skeleton_sgcn` unrolled spiking graph convolution over a skeleton sequence (C, T, V)
 - `face_cnn`    channel-cut residual CNN with squeeze-excitation on a 48x48 face
 - `two_streams` two inputs (joints and bones of a skeleton sequence) fused before a LIF layer
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-MODEL_NAMES = ("cnn_ops", "eye_snn", "skeleton_sgcn", "face_cnn", "misc_ops", "two_streams")
+MODEL_NAMES = ("cnn_ops", "eye_snn", "eye_snn_floor", "skeleton_sgcn", "face_cnn", "misc_ops", "two_streams")
 
 
 @dataclass
@@ -84,15 +86,20 @@ def _w(rng: np.random.Generator, *shape: int, scale: float | None = None) -> np.
     return rng.normal(0.0, scale if scale is not None else 1.0 / np.sqrt(max(1, fan_in)), shape).astype(np.float32)
 
 
-def _lif(tf, v, current, beta: float, threshold: float):
-    """One LIF step with reset by subtraction: v <- beta*v + I; s = v >= thr; v <- v - s*thr."""
+def _lif(tf, v, current, beta: float, threshold: float, floor_spike: bool = False):
+    """One LIF step with reset by subtraction: v <- beta*v + I; s = v >= thr; v <- v - s*thr.
+    floor_spike: s = floor((v - thr) / 1024) + 1, the students' exported Heaviside."""
     v = v * beta + current
-    spike = tf.cast(v >= threshold, tf.float32)
+    if floor_spike:
+        spike = tf.floor((v - threshold) * (1.0 / 1024.0)) + 1.0
+    else:
+        spike = tf.cast(v >= threshold, tf.float32)
     v = v - spike * threshold
     return spike, v
 
 
-def eye_snn(T: int = 4, H: int = 16, W: int = 16, channels: int = 8, classes: int = 3, seed: int = 0) -> ReferenceModel:
+def eye_snn(T: int = 4, H: int = 16, W: int = 16, channels: int = 8, classes: int = 3, seed: int = 0,
+            floor_spike: bool = False) -> ReferenceModel:
     """Frame-based spiking CNN over T eye frames, input [1, T, H, W] in [0, 1]."""
     tf = _tf()
     rng = np.random.default_rng(seed)
@@ -109,15 +116,21 @@ def eye_snn(T: int = 4, H: int = 16, W: int = 16, channels: int = 8, classes: in
         outs = []
         for t in range(T):
             xt = tf.pad(frames[:, :, :, t:t + 1], [[0, 0], [1, 1], [1, 1], [0, 0]])
-            s1, v1 = _lif(tf, v1, tf.nn.conv2d(xt, w1, strides=2, padding="VALID"), 0.9, 0.5)
+            s1, v1 = _lif(tf, v1, tf.nn.conv2d(xt, w1, strides=2, padding="VALID"), 0.9, 0.5, floor_spike)
             s1p = tf.pad(s1, [[0, 0], [1, 1], [1, 1], [0, 0]])
-            s2, v2 = _lif(tf, v2, tf.nn.conv2d(s1p, w2, strides=2, padding="VALID"), 0.9, 0.5)
+            s2, v2 = _lif(tf, v2, tf.nn.conv2d(s1p, w2, strides=2, padding="VALID"), 0.9, 0.5, floor_spike)
             outs.append(tf.reshape(s2, [1, 1, oh * ow * channels]))
         rate = tf.reduce_mean(tf.concat(outs, axis=1), axis=1)
         return tf.matmul(rate, wf)
 
     tfl = to_int8_tflite(model, (1, T, H, W), lambda r: r.uniform(0, 1, (1, T, H, W)), seed=seed)
-    return ReferenceModel("eye_snn", tfl, (1, T, H, W), f"LIF spiking CNN, T={T}, {H}x{W} eye frames, {classes} classes")
+    name = "eye_snn_floor" if floor_spike else "eye_snn"
+    return ReferenceModel(name, tfl, (1, T, H, W), f"LIF spiking CNN, T={T}, {H}x{W} eye frames, {classes} classes"
+                          + (", floor-form spike" if floor_spike else ""))
+
+
+def eye_snn_floor(**kwargs) -> ReferenceModel:
+    return eye_snn(floor_spike=True, **kwargs)
 
 
 def skeleton_sgcn(T: int = 4, V: int = 20, C: int = 3, hidden: int = 16, classes: int = 10, seed: int = 0) -> ReferenceModel:
@@ -263,6 +276,7 @@ def misc_ops(seed: int = 0) -> ReferenceModel:
 BUILDERS: dict[str, Callable[..., ReferenceModel]] = {
     "cnn_ops": cnn_ops,
     "eye_snn": eye_snn,
+    "eye_snn_floor": eye_snn_floor,
     "skeleton_sgcn": skeleton_sgcn,
     "face_cnn": face_cnn,
     "misc_ops": misc_ops,

@@ -11,7 +11,7 @@ import pytest
 
 from edgekd.firmware.reference_models import random_int8_inputs
 
-MODELS = ["cnn_ops", "eye_snn", "skeleton_sgcn", "face_cnn", "misc_ops"]
+MODELS = ["cnn_ops", "eye_snn", "eye_snn_floor", "skeleton_sgcn", "face_cnn", "misc_ops"]
 N_INPUTS = 300
 
 
@@ -182,3 +182,17 @@ def test_load_inputs_reads_eval_sets(tmp_path):
     assert list(got) == ["joints", "bones"] and np.array_equal(got["bones"], b)
     np.savez(tmp_path / "one.npz", y=np.arange(3), x=j)
     assert np.array_equal(load_inputs(tmp_path / "one.npz"), j)
+
+
+def test_floor_spike_runs_as_one_table_per_lif_step(ref_model):
+    """The students' exported spike, DEQUANTIZE -> FLOOR -> QUANTIZE, is lowered to one 256-entry
+    table per LIF step (no float kernels, no float buffers); the host tests above check its values."""
+    from edgekd.convert.tflite2c import generate_c, load_graph
+
+    graph = load_graph(ref_model("eye_snn_floor"))
+    counts = graph.op_counts()
+    assert counts.get("FLOOR", 0) == 2 * 4  # two LIF layers, T = 4
+    model_c = generate_c(graph).model_c
+    assert model_c.count("DEQUANTIZE+FLOOR+QUANTIZE */") == counts["FLOOR"]
+    assert model_c.count(" FLOOR */") == 0 and model_c.count(" DEQUANTIZE */") == 0
+    assert "ekd_floor_f32" not in model_c and "ekd_dequantize_s8_f32" not in model_c

@@ -94,3 +94,41 @@ def test_degenerate_sequences_are_detected() -> None:
     assert "NaN" in graphs.degenerate_reason(nan)
     assert "constant" in graphs.degenerate_reason(np.ones((30, 20, 1, 3)))
     assert graphs.degenerate_reason(np.random.default_rng(0).normal(size=(30, 20, 1, 3))) is None
+
+
+def test_augment_views_turns_and_scales_each_copy_and_keeps_the_originals() -> None:
+    rng = np.random.default_rng(0)
+    joints = rng.normal(size=(5, 3, 4, 20, 2)).astype(np.float32)
+    joints[:, :, :, :, 1] = 0.0  # an untracked second person
+    out = graphs.augment_views(joints, 2, np.random.default_rng(1))
+    assert out.shape == (15, 3, 4, 20, 2) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:5], joints)
+    assert not np.any(out[:, :, :, :, 1])  # zero stays zero
+    for copy in (out[5:10], out[10:15]):
+        for i in range(5):
+            # each copy is one linear map of the whole sequence: solve it back and check its range
+            a, b = joints[i, :, :, :, 0].reshape(3, -1), copy[i, :, :, :, 0].reshape(3, -1)
+            m = b @ np.linalg.pinv(a)
+            np.testing.assert_allclose(m @ a, b, atol=1e-4)
+            singular = np.linalg.svd(m, compute_uv=False)
+            assert 0.9 - 1e-4 <= singular.min() and singular.max() <= 1.1 + 1e-4
+            assert not np.allclose(m, np.eye(3), atol=1e-3)
+    with pytest.raises(DataError, match=r"\(N, 3, T, V, M\)"):
+        graphs.augment_views(joints[:, :2], 1, rng)
+
+
+def test_augment_option_grows_the_training_split_only() -> None:
+    from edgekd.data.api import load_dataset
+    from edgekd.errors import UsageError
+
+    common = dict(samples=60, frames=8, seed=0)
+    train = load_dataset("skeleton", "synthetic", split="train", **common)
+    aug = load_dataset("skeleton", "synthetic", split="train", augment=2, **common)
+    val = load_dataset("skeleton", "synthetic", split="validation", augment=2, **common)
+    assert len(aug) == 3 * len(train) and len(val) == len(load_dataset("skeleton", "synthetic", split="validation", **common))
+    np.testing.assert_array_equal(aug.y, np.tile(train.y, 3))
+    assert "augmented" in aug.notes[-1]
+    with pytest.raises(UsageError, match="augment"):
+        load_dataset("skeleton", "synthetic", split="train", augment=-1, **common)
+    with pytest.raises(UsageError, match="augment"):
+        load_dataset("eye", "synthetic", split="train", augment=2, samples=20)
