@@ -27,6 +27,7 @@ Micro), `reference="tflite"` (default) or `"tflm"` picks whose result to reprodu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -331,6 +332,7 @@ class _Lowering:
         self._const_pool: dict[tuple, str] = {}
         self.weight_bytes = 0  # bytes of the const arrays emitted (each distinct array once)
         self.shared_bytes = 0  # bytes of arrays that were not emitted again because an equal one was
+        self._tables: dict[tuple, np.ndarray] = {}  # int8 -> int8 tables by what sets them
         self.n = 0
 
     # ---------------------------------------------------------------- helpers
@@ -472,7 +474,13 @@ class _Lowering:
         self.per_tensor(first, x)
         self.per_tensor(last, out)
         self.need(x.shape == out.shape, first, "input and output shapes differ")
-        table = chain_lut(self.g, chain, self.reference)
+        # the table depends on the ops, their options and the tensors' types and quantization only
+        key = tuple((c.op, repr(sorted(c.options.items()))) for c in chain) + tuple(
+            (self.t(i).dtype, self.t(i).scales.tobytes(), np.asarray(self.t(i).zero_points).tobytes())
+            for i in [first.inputs[0]] + [c.outputs[0] for c in chain])
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = chain_lut(self.g, chain, self.reference)
         k = self.uid()
         tn = self.const_array("int8_t", f"t{k}", table)
         text = f"ekd_lut_s8({x.size}, {tn}, {self.cptr(first.inputs[0], 'int8_t')}, {self.ptr(last.outputs[0], 'int8_t')});"
@@ -1093,6 +1101,14 @@ def _c_float(v: Any) -> str:
     return text + "f"
 
 
+@functools.lru_cache(maxsize=2)
+def _unpacked_model(raw: bytes) -> Any:
+    """The flatbuffers object tree of a model (read only): unpacking a whole model takes ~0.2 s,
+    and a spiking student has a table per LIF layer and step."""
+    schema = _schema()
+    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(raw, 0))
+
+
 def chain_lut(graph: Graph, chain: Sequence[Operator], reference: Reference) -> np.ndarray:
     """The int8 -> int8 table of an elementwise op, or of a chain of single-input elementwise ops
     (each reading the one before), computed by running it alone in the interpreter being
@@ -1101,7 +1117,7 @@ def chain_lut(graph: Graph, chain: Sequence[Operator], reference: Reference) -> 
     import flatbuffers
 
     schema = _schema()
-    src = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(graph.raw, 0))
+    src = _unpacked_model(graph.raw)
     tensors = src.subgraphs[0].tensors
     one = schema.ModelT()
     one.version = 3
