@@ -296,14 +296,15 @@ SUPPORTED_OPS = (
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED",
     "AVERAGE_POOL_2D", "MAX_POOL_2D", "MEAN",
     "GREATER_EQUAL", "GREATER", "LESS", "LESS_EQUAL", "EQUAL", "NOT_EQUAL",
-    "CAST", "QUANTIZE", "DEQUANTIZE", "FLOOR", "RELU", "RELU6", "RELU_N1_TO_1",
+    "CAST", "QUANTIZE", "DEQUANTIZE", "RELU", "RELU6", "RELU_N1_TO_1",
     "RESHAPE", "SQUEEZE", "EXPAND_DIMS",
     "CONCATENATION", "PACK", "UNPACK", "SPLIT", "SPLIT_V", "TRANSPOSE", "STRIDED_SLICE", "SLICE",
     "GATHER", "PAD", "PADV2", "BATCH_MATMUL",
     # int8 -> int8 elementwise functions, run as 256-entry tables computed by the interpreter itself
     "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "ELU", "GELU", "ABS", "NEG", "RSQRT", "SQRT", "EXP", "LOG",
 )
-# float32 elementwise ops that may sit between DEQUANTIZE and QUANTIZE in a chain run as one table
+# float32 elementwise ops run only inside an int8 chain, DEQUANTIZE -> ops -> QUANTIZE, as one table
+# (TFLite has no int8 FLOOR: the converter leaves the spiking neurons' FLOOR in such a chain)
 INT8_CHAIN_FLOAT_OPS = ("FLOOR",)
 LUT_OPS = ("RELU", "RELU6", "RELU_N1_TO_1", "LOGISTIC", "TANH", "HARD_SWISH", "LEAKY_RELU", "ELU", "GELU", "ABS",
            "NEG", "RSQRT", "SQRT", "EXP", "LOG")
@@ -427,24 +428,34 @@ class _Lowering:
 
     # ---------------------------------------------------------------- dispatch
 
-    def lower(self) -> None:
+    def calls_plan(self) -> list[list[Operator]]:
+        """The graph's ops in order, grouped by kernel call: one op, or an int8 chain (`_int8_chain`)."""
         consumers: dict[int, list[Operator]] = {}
         for op in self.g.operators:
             for i in op.inputs:
                 consumers.setdefault(i, []).append(op)
+        plan: list[list[Operator]] = []
         done: set[int] = set()
         for op in self.g.operators:
-            if op.index in done:
-                continue
-            chain = self._int8_chain(op, consumers)
-            if chain:
-                self._lut_chain(chain)
-                done.update(c.index for c in chain)
-                continue
-            fn: Callable[[Operator], None] | None = getattr(self, f"op_{op.op.lower()}", None)
-            if fn is None or op.op not in SUPPORTED_OPS:
-                raise ConversionError(f"op #{op.index} {op.op} is not supported by the firmware runtime")
-            fn(op)
+            if op.index not in done:
+                unit = self._int8_chain(op, consumers) or [op]
+                done.update(c.index for c in unit)
+                plan.append(unit)
+        return plan
+
+    def lower_unit(self, unit: list[Operator]) -> None:
+        if len(unit) > 1:
+            self._lut_chain(unit)
+            return
+        op = unit[0]
+        fn: Callable[[Operator], None] | None = getattr(self, f"op_{op.op.lower()}", None)
+        if fn is None or op.op not in SUPPORTED_OPS:
+            raise ConversionError(f"op #{op.index} {op.op} is not supported by the firmware runtime")
+        fn(op)
+
+    def lower(self) -> None:
+        for unit in self.calls_plan():
+            self.lower_unit(unit)
 
     def _int8_chain(self, op: Operator, consumers: dict[int, list[Operator]]) -> list[Operator] | None:
         """DEQUANTIZE -> elementwise float ops -> QUANTIZE, int8 to int8, the float tensors read by
@@ -786,14 +797,6 @@ class _Lowering:
         self.per_tensor(op, x)
         text = (f"ekd_dequantize_s8_f32({x.size}, {_c_float(x.scale)}, {x.zero_point}, {self.cptr(op.inputs[0], 'int8_t')}, "
                 f"{self.ptr(op.outputs[0], 'float')});")
-        self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
-
-    def op_floor(self, op: Operator) -> None:
-        # float32 only: TFLite has no int8 FLOOR, the converter leaves it between DEQUANTIZE and
-        # QUANTIZE (the spiking neurons' exported Heaviside, see edgekd.models.neurons).
-        x = self.need_dtype(op, op.inputs[0], ["float32"])
-        self.need_dtype(op, op.outputs[0], ["float32"])
-        text = f"ekd_floor_f32({x.size}, {self.cptr(op.inputs[0], 'float')}, {self.ptr(op.outputs[0], 'float')});"
         self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
     def _lut(self, op: Operator) -> None:
@@ -1186,12 +1189,16 @@ def check_ops(graph: Graph, reference: Reference = "tflite") -> list[OpProblem]:
     """Every op the runtime cannot run (name, index, why); empty when the model is runnable."""
     problems: list[OpProblem] = []
     low = _Lowering(graph, reference)
-    for op in graph.operators:
-        if op.op not in SUPPORTED_OPS:
+    for unit in low.calls_plan():
+        op = unit[0]
+        if len(unit) == 1 and op.op in INT8_CHAIN_FLOAT_OPS:
+            problems.append(OpProblem(op.index, op.op, "runs only between DEQUANTIZE and QUANTIZE (as one int8 table)"))
+            continue
+        if len(unit) == 1 and op.op not in SUPPORTED_OPS:
             problems.append(OpProblem(op.index, op.op, "not implemented in the firmware runtime"))
             continue
         try:
-            getattr(low, f"op_{op.op.lower()}")(op)
+            low.lower_unit(unit)
         except ConversionError as exc:
             problems.append(OpProblem(op.index, op.op, exc.message))
     for i in graph.inputs + graph.outputs:

@@ -315,20 +315,6 @@ void ekd_dequantize_s8_f32(int32_t n, float scale, int32_t zero_point, const int
   for (int32_t i = 0; i < n; ++i) out[i] = scale * (float)((int32_t)in[i] - zero_point);
 }
 
-void ekd_floor_f32(int32_t n, const float *in, float *out) {
-  /* No libm: truncate, then step down for negative non-integers. |x| >= 2^23 (and NaN) is already
-   * integral, and casting it to int32 could overflow, so it passes through. */
-  for (int32_t i = 0; i < n; ++i) {
-    const float x = in[i];
-    if (!(x > -8388608.0f && x < 8388608.0f)) {
-      out[i] = x;
-      continue;
-    }
-    float t = (float)(int32_t)x;
-    out[i] = t > x ? t - 1.0f : t;
-  }
-}
-
 static float ekd_load_as_float(int32_t type, const void *p, int32_t i) {
   switch (type) {
     case EKD_F32: return ((const float *)p)[i];

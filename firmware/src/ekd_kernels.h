@@ -195,7 +195,6 @@ void ekd_quantize_f32_s8(int32_t n, float scale, int32_t zero_point, const float
 void ekd_requantize_s8(int32_t n, int32_t in_zp, int32_t mult, int32_t shift, int32_t out_zp,
                        int32_t act_min, int32_t act_max, const int8_t *in, int8_t *out);
 void ekd_dequantize_s8_f32(int32_t n, float scale, int32_t zero_point, const int8_t *in, float *out);
-void ekd_floor_f32(int32_t n, const float *in, float *out);
 void ekd_cast(int32_t n, int32_t from, int32_t to, const void *in, void *out);
 
 /* ------------------------------------------------------------------ data movement */

@@ -195,4 +195,4 @@ def test_floor_spike_runs_as_one_table_per_lif_step(ref_model):
     model_c = generate_c(graph).model_c
     assert model_c.count("DEQUANTIZE+FLOOR+QUANTIZE */") == counts["FLOOR"]
     assert model_c.count(" FLOOR */") == 0 and model_c.count(" DEQUANTIZE */") == 0
-    assert "ekd_floor_f32" not in model_c and "ekd_dequantize_s8_f32" not in model_c
+    assert "ekd_quantize_f32_s8" not in model_c and "ekd_dequantize_s8_f32" not in model_c
