@@ -69,7 +69,8 @@ def method_configs(quick: bool) -> dict[str, dict[str, Any]]:
         "recipe": "eye-pkdot", "logit_kd": True,
         "overrides": (["data.options.samples=160", "data.options.frames=4", "train.epochs=1",
                        "teacher_train.epochs=2"] if quick
-                      else ["data.options.samples=800", "train.epochs=8", "teacher_train.epochs=8"]),
+                      # the same teacher, data and no-KD student as mskd_eye (shared runs)
+                      else ["data.options.samples=1200", "train.epochs=10", "teacher_train.epochs=12"]),
     }
     skeleton_sizes = (["data.options.samples=96", "data.options.frames=8", "train.epochs=1", "teacher_train.epochs=1",
                        "student.params.size=\"tiny\""] if quick

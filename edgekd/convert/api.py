@@ -46,7 +46,7 @@ from edgekd.errors import ConversionError, MissingDependencyError, NotFoundError
 
 # Bumped when the chain's output changes for the same inputs (e.g. a new graph rewrite), so
 # finished artifact directories of an older chain are not reused.
-CHAIN_REVISION = 3
+CHAIN_REVISION = 4
 FORMATS = ("onnx", "tflite-fp32", "tflite-fp16", "tflite-dynamic-int8", "tflite-int8", "edgetpu", "tensorrt", "c-int8")
 OPS_FILE = "ops.json"
 STAGE = "convert"
@@ -149,6 +149,17 @@ class ConvertResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def spiking_kind(model: Any) -> str | None:
+    """None for a model without LIF layers; "integer" when a LIF layer keeps an integer membrane
+    (lif.membrane_grid), else "spikes": what int8 conversion pins (edgekd.convert.spiking_ranges)."""
+    from edgekd.models.neurons import LIF
+
+    lifs = [m for m in model.modules() if isinstance(m, LIF)]
+    if not lifs:
+        return None
+    return "integer" if any(m.params.membrane_grid for m in lifs) else "spikes"
+
+
 def convert_model(model: Any, held_out: HeldOut, calibration: Any, target: Any, out_dir: str | Path,
                   formats: Sequence[str] | None = None, options: ConvertOptions | None = None,
                   log: Log | None = None, stage_params: Mapping[str, Any] | None = None,
@@ -224,7 +235,8 @@ def convert_model(model: Any, held_out: HeldOut, calibration: Any, target: Any, 
             tfl_opts = TFLiteOptions(modes=plan.tflite_modes, io=io,
                                      calibration=calibration.inputs if calibration is not None else None,
                                      per_channel=plan.per_channel, quantizer=options.quantizer,  # type: ignore[arg-type]
-                                     timeout_s=options.timeout_s, node_modules=node_modules)
+                                     timeout_s=options.timeout_s, node_modules=node_modules,
+                                     spiking=spiking_kind(model))  # type: ignore[arg-type]
             result = onnx2tflite(onnx_path, out_dir, tfl_opts)
             tflite_paths = result.paths
             resolve_layout(io, tflite_paths["fp32"])

@@ -64,6 +64,10 @@ class TFLiteOptions:
     # float TFLite model of a spiking GCN student agreed with ONNX on 83 % of samples instead
     # of 95 %. True: strict, falling back to -dsm where strict mode itself crashes; False: -dsm.
     strict: bool = True
+    # a spiking student: int8 pins the ranges its spikes ("spikes") and, with lif.membrane_grid,
+    # its integer membranes ("integer") set, between calibration and quantization
+    # (edgekd.convert.spiking_ranges; TensorFlow's quantizer only)
+    spiking: Literal["spikes", "integer"] | None = None
 
 
 @dataclass
@@ -90,6 +94,10 @@ def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, option
     if options.quantizer not in QUANTIZERS:
         raise ConversionError(f"unknown quantizer '{options.quantizer}'", hint=f"quantizers: {', '.join(QUANTIZERS)}")
     use_onnx2tf_quant = options.quantizer == "onnx2tf"
+    if quantized and use_onnx2tf_quant and options.spiking == "integer":
+        raise ConversionError("a student with integer LIF membranes (lif.membrane_grid) is quantized by TensorFlow's "
+                              "converter only (the membrane ranges are pinned between its calibration and quantization)",
+                              hint="use the quantizer 'tensorflow' (the default)")
     cal_files = write_calibration_npy(options, out_dir / "calibration") if (quantized and use_onnx2tf_quant) else {}
     start = time.perf_counter()
     sm_dir, onnx2tf_files, sm_notes = onnx2savedmodel(
@@ -306,6 +314,7 @@ def savedmodel2tflite(saved_model: str | os.PathLike, out_dir: str | os.PathLike
         "saved_model": str(saved_model),
         "outputs": {m: str(p) for m, p in outputs.items()},
         "per_channel": options.per_channel,
+        "spiking": options.spiking,
         "calibration": str(cal_path) if cal_path else None,
         "result": str(job_dir / f"tf_worker_result{suffix}.json"),
     }
@@ -335,6 +344,8 @@ def savedmodel2tflite(saved_model: str | os.PathLike, out_dir: str | os.PathLike
 
 
 def tflite_converter_error(mode: str, err: str, log: Path, node_modules: Mapping[str, str]) -> ConversionError:
+    if err.startswith("ConversionError: "):  # edgekd.convert.spiking_ranges' own diagnosis
+        return ConversionError(err.split(": ", 1)[1], hint=f"docs/int8-spiking.md; log: {log}")
     ops = re.findall(r"'(tf\.\w+|tfl\.\w+)'", err)
     op = f" at op {ops[0]}" if ops else ""
     first = next((ln for ln in err.splitlines() if "error" in ln.lower()), err.splitlines()[0] if err else "")

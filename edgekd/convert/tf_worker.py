@@ -3,8 +3,9 @@
     python -m edgekd.convert.tf_worker JOB.json
 
 JOB: {"saved_model", "outputs": {mode: path}, "per_channel", "calibration": npz or null,
-"result": path}. The calibration arrays are already in the SavedModel's (channel-last)
-layout, keyed by input name. Writes {mode: {"ok", "error"?, "bytes"?}} to "result". Runs in
+"spiking": null | "spikes" | "integer" (int8 of a spiking student: pin the ranges the model
+sets, edgekd.convert.spiking_ranges), "result": path}. The calibration arrays are already in the
+SavedModel's (channel-last) layout, keyed by input name. Writes {mode: {"ok", "error"?, "bytes"?}} to "result". Runs in
 its own process so TensorFlow's logs go to the caller's log file and its memory is freed.
 """
 
@@ -76,15 +77,40 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
                     conv._experimental_disable_per_channel = True  # per-tensor weights (Edge TPU)
             elif mode != "fp32":
                 raise ValueError(f"unknown mode {mode}")
-            model = conv.convert()
+            extra: dict[str, Any] = {}
+            if mode == "int8" and job.get("spiking"):
+                model, extra["pinned_ranges"] = _quantize_spiking(conv, representative, job.get("per_channel", True),
+                                                                  integer_membrane=job["spiking"] == "integer")
+            else:
+                model = conv.convert()
             tmp = Path(out).with_suffix(".partial")
             tmp.write_bytes(model)
             os.replace(tmp, out)
-            results[mode] = {"ok": True, "bytes": len(model)}
+            results[mode] = {"ok": True, "bytes": len(model), **extra}
         except Exception as exc:  # reported to the parent with the converter's message
             traceback.print_exc()
             results[mode] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     return results
+
+
+def _quantize_spiking(conv: Any, representative: Any, per_channel: bool, integer_membrane: bool) -> tuple[bytes, dict[str, Any]]:
+    """Calibrate, pin the ranges a spiking student sets (edgekd.convert.spiking_ranges), then
+    quantize: the converter's own two steps with the ranges edited in between."""
+    import itertools
+
+    import tensorflow as tf
+    from tensorflow.lite.python import convert as tf_convert
+
+    from edgekd.convert.spiking_ranges import drop_identity_rounds, pin_spiking_ranges
+
+    conv._experimental_calibrate_only = True
+    calibrated = conv.convert()
+    samples = itertools.islice(representative(), 32)
+    pinned, report = pin_spiking_ranges(calibrated, samples, integer_membrane)
+    model = tf_convert.mlir_quantize(pinned, disable_per_channel=not per_channel, input_data_type=tf.int8,
+                                     output_data_type=tf.int8)
+    model, dropped = drop_identity_rounds(model)
+    return model, {**report.to_dict(), "identity_rounds_dropped": dropped}
 
 
 def main(argv: list[str]) -> int:

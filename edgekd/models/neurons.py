@@ -55,7 +55,19 @@ class LIFParams:
     time steps, whose gradient pushes membranes within delta of the threshold away from it, so that
     int8 rounding of the membrane path (a few steps of its int8 range) would not move a spike.
     Evaluation and export compute nothing of it. Measured on the eye student it lowers near-ties
-    but does not clear the band by itself (docs/int8-spiking.md)."""
+    but does not clear the band by itself (docs/int8-spiking.md).
+
+    `membrane_grid` K > 0 (integer membrane, for int8 agreement): the membrane lives on a grid of
+    threshold / K in every mode (training, evaluation, export), counted in whole grid steps: the
+    current becomes round(x * K / threshold), the leak round(beta * n), the reset subtracts K
+    and the neuron fires at n >= K. The state is then in grid steps. Every value on the path is
+    an integer in [-128, 127], so the int8 model (whose converter gives these tensors scale 1,
+    see `edgekd.convert.spiking_ranges`) computes the same membranes exactly; what still differs is the
+    current's rounding where the int8 convolution lands on the other side of a half step.
+    Rounding is straight-through in training. Needs current_clamp (it bounds the current), a
+    beta for which beta * n is never halfway between two integers (engines round halves
+    differently: 0.6 yes, 0.5 no), reset "subtract" or "none", and K small enough that no
+    membrane leaves [-128, 127] (checked here)."""
 
     beta: float = 0.5
     threshold: float = 1.0
@@ -65,6 +77,7 @@ class LIFParams:
     current_clamp: float = 0.0
     current_noise: float = 0.0
     spike_margin: float = 0.0
+    membrane_grid: int = 0
     export: bool = False
 
     def __post_init__(self) -> None:
@@ -85,9 +98,34 @@ class LIFParams:
                               f"{self.current_clamp} and {self.current_noise}")
         if self.spike_margin < 0:
             raise ConfigError(f"LIF spike_margin must be >= 0 (0 = off), got {self.spike_margin}")
+        if self.membrane_grid:
+            self._check_grid()
         if 0 < self.current_clamp < self.threshold:
             raise ConfigError(f"LIF current_clamp {self.current_clamp} is below the threshold {self.threshold}",
                               hint="a neuron could then fire only by integrating over several steps; use clamp >= threshold")
+
+    def _check_grid(self) -> None:
+        k = self.membrane_grid
+        if not isinstance(k, int) or isinstance(k, bool) or k < 2:
+            raise ConfigError(f"LIF membrane_grid must be an integer >= 2 (grid steps per threshold; 0 = off), got {k!r}")
+        if self.current_clamp <= 0:
+            raise ConfigError("LIF membrane_grid needs current_clamp > 0 (the clamp bounds the current in grid steps)",
+                              hint="e.g. lif = { beta = 0.6, current_clamp = 2.0, membrane_grid = 16 }")
+        if self.reset == "zero":
+            raise ConfigError("LIF membrane_grid supports reset 'subtract' or 'none', not 'zero'",
+                              hint="use reset = \"subtract\" (the default)")
+        ties = [n for n in range(1, 129) if abs(abs(self.beta * n) % 1.0 - 0.5) < 1e-4]
+        if ties:
+            raise ConfigError(f"LIF beta {self.beta} with membrane_grid: beta * {ties[0]} = {self.beta * ties[0]:g} lies "
+                              "halfway between two grid steps, which int8 engines round differently",
+                              hint="pick a beta whose fraction has an odd denominator, e.g. 0.6 or 0.8")
+        # |n| <= (c K / thr + 1/2) / (1 - beta) must stay inside int8: no op on the path saturates
+        bound = (self.current_clamp * k / self.threshold + 0.5) / (1.0 - self.beta) if self.beta < 1.0 else float("inf")
+        if bound > 127:
+            k_max = max(int((127 * (1.0 - self.beta) - 0.5) * self.threshold / self.current_clamp), 0)
+            raise ConfigError(f"LIF membrane_grid {k}: a membrane could reach {bound:.0f} grid steps, outside int8's "
+                              f"[-128, 127] (current_clamp {self.current_clamp}, beta {self.beta})",
+                              hint=f"use membrane_grid <= {k_max}, a smaller current_clamp or a smaller beta")
 
     @classmethod
     def from_tau(cls, tau: float, **kwargs: Any) -> LIFParams:
@@ -98,10 +136,10 @@ class LIFParams:
     @classmethod
     def from_config(cls, cfg: dict[str, Any] | None) -> LIFParams:
         """From a recipe's `lif = {...}` table (keys: beta or tau, threshold, reset, surrogate, alpha,
-        current_clamp, current_noise, spike_margin)."""
+        current_clamp, current_noise, spike_margin, membrane_grid)."""
         cfg = dict(cfg or {})
         allowed = {"beta", "tau", "threshold", "reset", "surrogate", "alpha", "current_clamp", "current_noise",
-                   "spike_margin"}
+                   "spike_margin", "membrane_grid"}
         for key in cfg:
             if key not in allowed:
                 raise ConfigError(f"unknown LIF key '{key}'{did_you_mean(key, allowed)}",
@@ -172,6 +210,31 @@ def spike_fn(u: Tensor, params: LIFParams) -> Tensor:
     return _Heaviside.apply(u, params.surrogate, params.alpha)
 
 
+def grid_round(v: Tensor, params: LIFParams) -> Tensor:
+    """round(v) (an ONNX Round when exported); straight-through gradient when v needs one."""
+    if params.export or not v.requires_grad:
+        return torch.round(v)
+    return v + (torch.round(v) - v).detach()
+
+
+def _grid_lif(x: Tensor, state: Tensor | None, params: LIFParams, fired: Tensor | None) -> tuple[Tensor, Tensor]:
+    """lif() with the membrane in whole steps of threshold / K (LIFParams.membrane_grid)."""
+    k = params.membrane_grid
+
+    def spike(n: Tensor) -> Tensor:  # H(n - K); the surrogate sees it in threshold units, as without the grid
+        return spike_fn(n - k if params.export else (n - k) * (params.threshold / k), params)
+
+    current = grid_round(x * (k / params.threshold), params)
+    if state is None:
+        mem = current
+    else:
+        mem = grid_round(params.beta * state, params) + current
+        if params.reset == "subtract":
+            fired = spike(state) if fired is None else fired
+            mem = mem - fired.detach() * k
+    return spike(mem), mem
+
+
 def lif(x: Tensor, state: Tensor | None, params: LIFParams, fired: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One LIF step: input current `x`, previous membrane `state` (None = at rest).
 
@@ -181,6 +244,8 @@ def lif(x: Tensor, state: Tensor | None, params: LIFParams, fired: Tensor | None
     computing the Heaviside a second time."""
     if params.current_clamp > 0:
         x = x.clamp(-params.current_clamp, params.current_clamp)
+    if params.membrane_grid:
+        return _grid_lif(x, state, params, fired)
     if state is None:
         mem = x  # beta * 0 + x: no op on a zero tensor, so exported graphs stay small
     else:
@@ -266,7 +331,9 @@ class LIF(nn.Module):
                 xt = xt + (torch.rand_like(xt) * 2 - 1) * noise
             s, state = lif(xt, state, self.params, fired=s)
             if margin > 0:
-                p = spike_margin_penalty(state, self.params.threshold, margin)
+                grid = self.params.membrane_grid
+                p = (spike_margin_penalty(state, grid, margin * grid / self.params.threshold) if grid
+                     else spike_margin_penalty(state, self.params.threshold, margin))
                 penalty = p if penalty is None else penalty + p
             spikes.append(s)
         self.margin_penalty = None if penalty is None else penalty / len(steps)

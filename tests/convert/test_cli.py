@@ -20,6 +20,10 @@ OVERRIDES = ["data.options.frames=4", "data.options.size=16", "data.options.samp
 @pytest.fixture(scope="session")
 def eye_run(tmp_path_factory) -> Path:
     """runs/<recipe>/02-distill as `edgekd distill` writes it (student trained briefly with CE)."""
+    return briefly_trained_eye_run(tmp_path_factory.mktemp("runs"), OVERRIDES)
+
+
+def briefly_trained_eye_run(root: Path, overrides: list[str]) -> Path:
     import torch
 
     from edgekd.artifacts import stage_dir
@@ -28,7 +32,7 @@ def eye_run(tmp_path_factory) -> Path:
     from edgekd.distill.trainer import tensors_for
     from edgekd.models import save_model
 
-    recipe = load_recipe("eye-mskd", OVERRIDES)
+    recipe = load_recipe("eye-mskd", overrides)
     data = load_recipe_data(recipe)
     torch.manual_seed(0)
     model = build_from_section(recipe.student, data.train)
@@ -42,7 +46,7 @@ def eye_run(tmp_path_factory) -> Path:
         loss.backward()
         opt.step()
     model.eval()
-    out = tmp_path_factory.mktemp("runs") / "eye-mskd" / "02-distill"
+    out = root / "eye-mskd" / "02-distill"
     with stage_dir(out, "distill", params={"recipe": recipe.model_dump(mode="json")}) as sd:
         for name, p in save_model(model, out).items():
             sd.add_output(name, p)
@@ -123,3 +127,91 @@ def test_spiking_layer_report_counts_moved_spikes(eye_run: Path, mcu_cli) -> Non
     assert len(flips) == 4 * 3  # T = 4 steps x 3 LIF layers of the tiny student
     assert all(0.0 <= f["flip_rate"] <= 1.0 and 0.0 <= f["firing_rate"] <= 1.0 for f in flips)
     assert any(f["firing_rate"] > 0 for f in flips)
+
+
+def _int8_tensors(tflite: Path, x: np.ndarray) -> tuple[list[dict], dict[int, np.ndarray]]:
+    """The ops of an int8 model and every tensor's dequantized value for one input."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    # the reference kernels (those the firmware reproduces), op by op: no delegate fuses them away
+    interp = Interpreter(str(tflite), experimental_preserve_all_tensors=True,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    d = interp.get_input_details()[0]
+    interp.set_tensor(d["index"], x.reshape(d["shape"]).astype(np.int8))
+    interp.invoke()
+    values = {}
+    for t in interp.get_tensor_details():
+        try:
+            v = interp.get_tensor(t["index"])
+        except ValueError:
+            continue
+        scale, zero = t["quantization"]
+        values[t["index"]] = (v.astype(np.float64) - zero) * scale if v.dtype == np.int8 and scale else v
+    return interp._get_ops_details(), {**values, "details": {t["index"]: t for t in interp.get_tensor_details()}}
+
+
+def test_int8_spike_maps_hold_exactly_zero_and_one(eye_run: Path, mcu_cli) -> None:
+    """Calibration gave the Heaviside's FLOOR output [-1, 1], on whose int8 grid "no spike" was
+    1/255; pinned to [-1, 0] (edgekd.convert.spiking_ranges) every spike map is exactly 0 or 1."""
+    assert mcu_cli.returncode == 0, mcu_cli.stderr[-3000:]
+    out = eye_run.parent / "03-convert-qemu-mps2-an386"
+    pinned = json.loads((out / "calibration" / "tf_worker_result.json").read_text())["int8"]["pinned_ranges"]
+    assert pinned["spike_maps"] == 12 and pinned["round_ops"] == 0  # 3 LIF layers x 4 steps, no integer membrane
+    ev = np.load(out / "eval.npz")
+    ops, values = _int8_tensors(out / "model.int8.tflite", ev["x"][0])
+    details = values["details"]
+    floors = [op for op in ops if op["op_name"] == "FLOOR"]
+    assert len(floors) == 12
+    consumers = {i: op for op in ops for i in op["inputs"]}
+    for op in floors:
+        quantize = consumers[op["outputs"][0]]
+        scale, zero = details[quantize["outputs"][0]]["quantization"]
+        assert quantize["op_name"] == "QUANTIZE" and abs(scale - 1 / 255) < 1e-9 and zero == 127
+        spikes = values[consumers[quantize["outputs"][0]]["outputs"][0]]  # after the + 1
+        # 0 and 255 steps of 1/255 (as float32: 1 + 6e-8), nothing in between
+        assert np.all((np.abs(spikes) < 1e-6) | (np.abs(spikes - 1) < 1e-6)) and np.any(spikes > 0.5)
+
+
+@pytest.fixture(scope="session")
+def grid_eye_mcu(tmp_path_factory) -> tuple[Path, object]:
+    """The eye student with integer membranes (lif.membrane_grid = 16), briefly trained,
+    converted for the emulated Cortex-M4."""
+    run = briefly_trained_eye_run(tmp_path_factory.mktemp("grid"), OVERRIDES + [
+        "student.params.lif.beta=0.6", "student.params.lif.membrane_grid=16"])
+    done = run_cli("convert", str(run), "--target", "qemu-mps2-an386", "--eval-samples", "48", *LIMITS, "--json",
+                   timeout=900)
+    return run.parent / "03-convert-qemu-mps2-an386", done
+
+
+def test_integer_membrane_runs_exactly_in_int8_and_in_tflite_micro(grid_eye_mcu) -> None:
+    out, done = grid_eye_mcu
+    assert done.returncode == 0, done.stderr[-3000:]
+    pinned = json.loads((out / "calibration" / "tf_worker_result.json").read_text())["int8"]["pinned_ranges"]
+    # per LIF layer and step: the current's ROUND, and after step 1 the leak's
+    assert pinned["round_ops"] == 3 * (4 + 3) and pinned["identity_rounds_dropped"] == pinned["round_ops"]
+    assert pinned["max_non_integer"] == 0.0 and pinned["samples_checked"] > 0
+    ev = np.load(out / "eval.npz")
+    ops, values = _int8_tensors(out / "model.int8.tflite", ev["x"][1])
+    details = values["details"]
+    assert not [op for op in ops if op["op_name"] == "ROUND"]  # exact identities, dropped
+    # every membrane ADD/SUB (scale 1, zero point 0) computes its exact integer result
+    checked = 0
+    for op in ops:
+        if op["op_name"] not in ("ADD", "SUB"):
+            continue
+        scale, zero = details[op["outputs"][0]]["quantization"]
+        if scale != 1.0 or zero != 0:
+            continue
+        a, b = (values[i] for i in op["inputs"])
+        expected = a + b if op["op_name"] == "ADD" else a - b
+        got = values[op["outputs"][0]]
+        # (a constant such as K = 16 dequantizes to 16 + 1e-6 in float32: compare to that precision)
+        err = float(np.abs(got - np.clip(expected, -128, 127)).max())
+        assert err < 1e-4, (op["op_name"], op["outputs"], err)
+        assert np.array_equal(got, np.round(got))
+        checked += 1
+    assert checked >= 3 * (2 * 4 + 3 - 1)  # spike threshold each step, leak + current and reset after step 1
+    parity = json.loads((out / "parity.json").read_text())
+    micro = parity["hops"][-1]
+    assert micro["hop"] == "tflite-int8 (reference kernels) -> tflite-micro" and micro["max_abs"] == 0.0

@@ -223,3 +223,60 @@ def test_spike_margin_has_no_effect_in_eval_or_export() -> None:
 
     base = LIFParams(beta=0.5, threshold=1.0, current_clamp=2.0, export=True)
     assert graph(base) == graph(LIFParams(beta=0.5, threshold=1.0, current_clamp=2.0, spike_margin=0.2, export=True))
+
+
+# ---------------------------------------------------------------- integer membrane (membrane_grid)
+
+
+def _integer_lif_reference(x: torch.Tensor, beta: float, clamp: float, k: int, threshold: float) -> list[torch.Tensor]:
+    """The integer recurrence written out: n = round(beta n) + round(clamp(x) K / thr) - K s."""
+    n, spikes, fired = None, [], None
+    for t in range(x.shape[0]):
+        current = torch.round(x[t].clamp(-clamp, clamp) * k / threshold)
+        n = current if n is None else torch.round(beta * n) + current - k * fired
+        fired = (n >= k).float()
+        spikes.append(fired)
+    return spikes
+
+
+def test_membrane_grid_runs_the_integer_recurrence_in_every_mode() -> None:
+    torch.manual_seed(3)
+    x = torch.randn(4, 12, 6, 32) * 1.2  # (N, T, C, F) through a layer with time on axis 1
+    params = LIFParams(beta=0.6, threshold=1.0, current_clamp=2.0, membrane_grid=16)
+    layer = LIF(params, time_dim=1).eval()
+    ref = torch.stack(_integer_lif_reference(x.transpose(0, 1), 0.6, 2.0, 16, 1.0), dim=1)
+    out = layer(x)
+    assert torch.equal(out, ref) and 0.05 < float(out.mean()) < 0.6  # firing, not silent or saturated
+    state = None
+    for t in range(x.shape[1]):  # the state is in whole grid steps, inside int8's range
+        _, state = lif(x[:, t], state, params, fired=None)
+        assert torch.equal(state, torch.round(state)) and float(state.abs().max()) <= 127
+    from edgekd.models.neurons import set_export_mode
+
+    set_export_mode(layer)
+    assert torch.equal(layer(x), ref)
+
+
+def test_membrane_grid_trains_with_straight_through_rounding() -> None:
+    torch.manual_seed(4)
+    x = (torch.randn(3, 8, 20) * 1.5).requires_grad_(True)
+    params = LIFParams(beta=0.6, current_clamp=2.0, membrane_grid=16, surrogate="atan")
+    LIF(params, time_dim=1).train()(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and float(x.grad.abs().sum()) > 0
+    # the clamp passes no gradient beyond it, rounding passes it unchanged: inside the clamp it flows
+    inside = x.detach().abs() < 2.0
+    assert float(x.grad[inside].abs().mean()) > 0 and float(x.grad[~inside].abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    ({"beta": 0.5, "current_clamp": 2.0, "membrane_grid": 16}, "halfway between two grid steps"),
+    ({"beta": 0.6, "membrane_grid": 16}, "needs current_clamp"),
+    ({"beta": 0.6, "current_clamp": 2.0, "membrane_grid": 32}, "use membrane_grid <= 25"),
+    ({"beta": 0.6, "current_clamp": 2.0, "membrane_grid": 16, "reset": "zero"}, "'subtract' or 'none'"),
+    ({"beta": 0.6, "current_clamp": 2.0, "membrane_grid": 1}, "integer >= 2"),
+])
+def test_membrane_grid_rejects_settings_int8_cannot_run_exactly(kwargs: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        LIFParams(**kwargs)
+    assert fragment in str(err.value) + str(err.value.hint)
+    assert LIFParams.from_config({"beta": 0.6, "current_clamp": 2.0, "membrane_grid": 16}).membrane_grid == 16

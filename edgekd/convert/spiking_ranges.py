@@ -1,0 +1,313 @@
+"""Spiking students in full int8: ranges set by the model, not by calibration.
+
+Between TensorFlow's calibration and its quantization (tf_worker), the recorded ranges of a
+spiking student's tensors are replaced where the model fixes them:
+
+Spikes, every spiking student. The exported Heaviside is floor(u / 1024) + 1 (edgekd.models.
+neurons): FLOOR gives -1 or 0. Calibration records [-1, 1] for it, whose int8 grid (2/255, zero
+point -1) cannot hold -1: "no spike" became 1/255 instead of 0, every silent input added w/255
+to the next layer's current, a per-channel offset of up to half a grid step measured on the eye
+student. Pinned to [-1, 0] (scale 1/255, zero point 127), both values are exact, and the spike
+map after the +1 is exactly 0 or 1.
+
+Integer membranes, students trained with `lif.membrane_grid = K` (edgekd.models.neurons) keeps its
+membrane in whole grid steps: the exported graph per LIF step is
+
+    current:  x -> [MINIMUM/MAXIMUM clamp] -> MUL(K / threshold) -> ROUND
+    leak:     n -> MUL(beta) -> ROUND
+    membrane: ADD(leak, current) [-> SUB(MUL(spike, K))]       (integers)
+    spike:    SUB(n, K) -> MUL(1/1024) -> FLOOR ... (the export Heaviside)
+
+Calibrated the usual way, every one of these tensors gets its own int8 grid and each step rounds
+the membrane several times on grids that do not line up (docs/int8-spiking.md). Here the ranges
+recorded by TensorFlow's calibration are replaced before quantization so that the integer
+tensors get scale 1 and zero point 0 ([-128, 127]), the current (the tensor feeding the clamp and
+the clamp's outputs) scale threshold / K, the reset product [0, K] and the Heaviside's MUL(1/1024)
+scale 1/1024. Then the int8 ADD/SUB/MUL/ROUND on the path are exact, the leak rounds once as in
+torch, and the current is rounded once, by the convolution's own requantization.
+
+The tensors are found from the graph's structure (FLOOR for spikes, ROUND ops mark the grid), and
+checked with data: the float model is run on calibration samples and every tensor pinned to scale
+1 must hold integers, every spike map -1 or 0; if not, the pattern was not what this module
+expects and conversion stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import ConversionError
+
+INT_RANGE = (-128.0, 127.0)
+FLOOR_SPIKE_RANGE = (-1.0, 0.0)
+CLAMP_OPS = ("MINIMUM", "MAXIMUM")
+MEMBRANE_OPS = ("ADD", "SUB")
+# A float that should be an integer may be off by float32 rounding of the unrolled graph only.
+INTEGER_TOLERANCE = 1e-3
+
+
+@dataclass
+class PinReport:
+    round_ops: int = 0
+    spike_tensors: list[int] = field(default_factory=list)
+    ranges: dict[int, tuple[float, float]] = field(default_factory=dict)  # tensor index -> (min, max)
+    integer_tensors: list[int] = field(default_factory=list)
+    max_non_integer: float = 0.0
+    samples_checked: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"spike_maps": len(self.spike_tensors), "round_ops": self.round_ops, "pinned_tensors": len(self.ranges),
+                "integer_tensors": len(self.integer_tensors), "max_non_integer": self.max_non_integer,
+                "samples_checked": self.samples_checked}
+
+
+class _Graph:
+    """Just enough of a .tflite model (flatbuffers object API) to walk and edit one subgraph."""
+
+    def __init__(self, raw: bytes):
+        import ai_edge_litert.schema_py_generated as schema
+
+        self.schema = schema
+        self.model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(raw, 0))
+        self.sg = self.model.subgraphs[0]
+        names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+        self.op_names = []
+        for op in self.sg.operators:
+            code = self.model.operatorCodes[op.opcodeIndex]
+            self.op_names.append(names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?"))
+        self.producer: dict[int, int] = {}
+        self.consumers: dict[int, list[int]] = {}
+        for i, op in enumerate(self.sg.operators):
+            for t in op.outputs:
+                self.producer[int(t)] = i
+            for t in op.inputs:
+                if t >= 0:
+                    self.consumers.setdefault(int(t), []).append(i)
+
+    def constant(self, t: int) -> np.ndarray | None:
+        tensor = self.sg.tensors[t]
+        buf = self.model.buffers[tensor.buffer]
+        if buf is None or buf.data is None or len(buf.data) == 0:
+            return None
+        if tensor.type != self.schema.TensorType.FLOAT32:
+            return None
+        return np.frombuffer(bytes(bytearray(buf.data)), dtype=np.float32)
+
+    def scalar(self, t: int) -> float | None:
+        value = self.constant(t)
+        if value is None or value.size == 0 or not np.all(value == value.flat[0]):
+            return None
+        return float(value.flat[0])
+
+    def op(self, i: int) -> Any:
+        return self.sg.operators[i]
+
+    def split_const(self, i: int) -> tuple[list[int], list[float]]:
+        """(non-constant inputs, scalar constants) of op i."""
+        tensors, scalars = [], []
+        for t in self.op(i).inputs:
+            c = self.scalar(int(t)) if t >= 0 else None
+            if c is None:
+                tensors.append(int(t))
+            else:
+                scalars.append(c)
+        return tensors, scalars
+
+    def set_range(self, t: int, lo: float, hi: float) -> None:
+        tensor = self.sg.tensors[t]
+        q = tensor.quantization or self.schema.QuantizationParametersT()
+        q.min, q.max = [float(lo)], [float(hi)]
+        tensor.quantization = q
+
+    def tensor_name(self, t: int) -> str:
+        name = self.sg.tensors[t].name
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    def to_bytes(self) -> bytes:
+        import flatbuffers
+
+        builder = flatbuffers.Builder(1024)
+        builder.Finish(self.model.Pack(builder), file_identifier=b"TFL3")
+        return bytes(builder.Output())
+
+
+def find_spiking_ranges(graph: _Graph, integer_membrane: bool) -> PinReport:
+    """The ranges to pin (module doc), from the structure of a calibrated float model."""
+    report = PinReport()
+    ranges = report.ranges
+    integer: set[int] = set()
+    for i, name in enumerate(graph.op_names):
+        if name == "FLOOR":  # the exported Heaviside: its users add 1 to make the spike map
+            out = int(graph.op(i).outputs[0])
+            report.spike_tensors.append(out)
+            ranges[out] = FLOOR_SPIKE_RANGE
+    if not integer_membrane:
+        return report
+
+    def pin_int(t: int) -> None:
+        integer.add(t)
+        ranges[t] = INT_RANGE
+
+    rounds = [i for i, name in enumerate(graph.op_names) if name == "ROUND"]
+    report.round_ops = len(rounds)
+    for i in rounds:  # ROUND's input (beta * n, x * K / threshold) is rounded onto the grid by its own MUL
+        ranges[int(graph.op(i).inputs[0])] = INT_RANGE
+        pin_int(int(graph.op(i).outputs[0]))
+    changed = True
+    while changed:  # the membrane arithmetic downstream of the ROUNDs, to a fixpoint
+        changed = False
+        for i, name in enumerate(graph.op_names):
+            out = int(graph.op(i).outputs[0])
+            if out in ranges:
+                continue
+            tensors, scalars = graph.split_const(i)
+            if not any(t in integer for t in tensors):
+                continue
+            if name in MEMBRANE_OPS:
+                pin_int(out)
+                for t in tensors:  # the reset: spike (0/1) * K
+                    p = graph.producer.get(t)
+                    if t not in integer and p is not None and graph.op_names[p] == "MUL":
+                        _, k = graph.split_const(p)
+                        if len(k) == 1:
+                            ranges[t] = (min(0.0, k[0]), max(0.0, k[0]))
+                changed = True
+            elif name == "MUL" and len(tensors) == 1 and len(scalars) == 1 and scalars[0] > 0:
+                # the Heaviside's u / 1024 (the leak's MUL feeds a ROUND: pinned above)
+                ranges[out] = (INT_RANGE[0] * scalars[0], INT_RANGE[1] * scalars[0])
+                changed = True
+    for i in rounds:
+        src = int(graph.op(i).inputs[0])
+        p = graph.producer.get(src)
+        if p is None or graph.op_names[p] != "MUL":
+            raise ConversionError(f"integer LIF: ROUND at tensor '{graph.tensor_name(src)}' does not follow a MUL by a "
+                                  "constant", hint="only LIF layers with membrane_grid should round in the exported graph")
+        tensors, scalars = graph.split_const(p)
+        if len(tensors) != 1 or len(scalars) != 1 or scalars[0] == 0:
+            raise ConversionError(f"integer LIF: the MUL before ROUND '{graph.tensor_name(src)}' is not a tensor times "
+                                  "a scalar")
+        if tensors[0] in integer:
+            continue  # the leak: beta * membrane
+        # the current, x * K / threshold: scale threshold / K back through the clamp to its producer
+        q = 1.0 / abs(scalars[0])
+        t = tensors[0]
+        while True:
+            ranges[t] = (INT_RANGE[0] * q, INT_RANGE[1] * q)
+            p = graph.producer.get(t)
+            if p is None or graph.op_names[p] not in CLAMP_OPS:
+                break
+            inner, bounds = graph.split_const(p)
+            for b in bounds:
+                if abs(b / q - round(b / q)) > 1e-4:
+                    raise ConversionError(f"integer LIF: current clamp {b:g} is not a whole number of grid steps ({q:g})",
+                                          hint="choose current_clamp * membrane_grid / threshold to be an integer")
+            t = inner[0]
+    report.integer_tensors = sorted(integer)
+    return report
+
+
+def check_values(raw: bytes, report: PinReport, samples: Iterable[Mapping[str, np.ndarray]]) -> None:
+    """Run the float model on samples: every tensor pinned to scale 1 must hold integers, every
+    spike map (FLOOR output) -1 or 0."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=raw, experimental_preserve_all_tensors=True)
+    runner = interp.get_signature_runner()
+    worst, worst_t = 0.0, -1
+    n = 0
+    for sample in samples:  # keyed by the signature's input names
+        runner(**{k: np.asarray(v, np.float32) for k, v in sample.items()})
+        n += 1
+        for t in report.spike_tensors:
+            v = interp.get_tensor(t)
+            if v.size and not np.all((v == -1.0) | (v == 0.0)):
+                raise ConversionError(f"spiking student: FLOOR output '{_Graph(raw).tensor_name(t)}' holds values other "
+                                      f"than -1 and 0 (range {float(v.min()):g}..{float(v.max()):g})",
+                                      hint="FLOOR should appear only in the exported Heaviside (edgekd.models.neurons)")
+        for t in report.integer_tensors:
+            v = interp.get_tensor(t)
+            dist = float(np.max(np.abs(v - np.round(v)))) if v.size else 0.0
+            if dist > worst:
+                worst, worst_t = dist, t
+    report.samples_checked = n
+    report.max_non_integer = worst
+    if worst > INTEGER_TOLERANCE:
+        name = _Graph(raw).tensor_name(worst_t)
+        raise ConversionError(f"integer LIF: tensor '{name}' should hold whole grid steps but is {worst:.3g} away from "
+                              f"an integer on calibration data", hint="the membrane path is not the pattern that "
+                              "edgekd.convert.spiking_ranges pins; convert without membrane_grid, or report the model")
+
+
+def pin_spiking_ranges(calibrated: bytes, samples: Iterable[Mapping[str, np.ndarray]] = (),
+                       integer_membrane: bool = False) -> tuple[bytes, PinReport]:
+    """The calibrated model with the spike maps' (and, for integer membranes, the membrane
+    path's) ranges pinned (module doc), and what was done."""
+    graph = _Graph(calibrated)
+    report = find_spiking_ranges(graph, integer_membrane)
+    if integer_membrane and report.round_ops == 0:
+        raise ConversionError("integer LIF: the model has no ROUND op, so no membrane grid to pin",
+                              hint="the student's LIF layers need lif.membrane_grid > 0")
+    check_values(calibrated, report, samples)
+    for t, (lo, hi) in report.ranges.items():
+        graph.set_range(t, lo, hi)
+    return graph.to_bytes(), report
+
+
+def drop_identity_rounds(quantized: bytes) -> tuple[bytes, int]:
+    """The int8 model without its DEQUANTIZE -> ROUND -> QUANTIZE chains whose ends both have
+    scale 1 and zero point 0: with the grid pinned they get whole numbers and give them back
+    unchanged (the rounding happened in the MUL before), so dropping them is exact; it spares
+    two float conversions per ROUND, and TFLite's reference kernels and TFLite Micro, which
+    have no ROUND, can run the model. Returns the model and the number of chains dropped."""
+    graph = _Graph(quantized)
+    sg, schema = graph.sg, graph.schema
+
+    def unit_grid(t: int) -> bool:
+        q = sg.tensors[t].quantization
+        return (sg.tensors[t].type == schema.TensorType.INT8 and q is not None and q.scale is not None
+                and len(q.scale) == 1 and float(q.scale[0]) == 1.0 and int(q.zeroPoint[0]) == 0)
+
+    drop: set[int] = set()
+    alias: dict[int, int] = {}
+    for i, name in enumerate(graph.op_names):
+        if name != "ROUND":
+            continue
+        src, dst = int(graph.op(i).inputs[0]), int(graph.op(i).outputs[0])
+        deq, users = graph.producer.get(src), graph.consumers.get(dst, [])
+        if deq is None or graph.op_names[deq] != "DEQUANTIZE" or len(users) != 1 or graph.op_names[users[0]] != "QUANTIZE":
+            continue
+        x, y = int(graph.op(deq).inputs[0]), int(graph.op(users[0]).outputs[0])
+        if len(graph.consumers.get(src, [])) != 1 or not (unit_grid(x) and unit_grid(y)) or y in sg.outputs:
+            continue
+        drop.update((deq, i, users[0]))
+        alias[y] = x
+    if not drop:
+        return quantized, 0
+    for op in sg.operators:
+        op.inputs = [alias.get(int(t), int(t)) for t in op.inputs]
+    sg.operators = [op for k, op in enumerate(sg.operators) if k not in drop]
+    # the chains' own tensors (two of them float32, full size) go too: planners may still place them
+    keep = sorted({int(t) for op in sg.operators for t in [*op.inputs, *op.outputs] if t >= 0}
+                  | {int(t) for t in [*sg.inputs, *sg.outputs]})
+    index = {old: new for new, old in enumerate(keep)}
+    sg.tensors = [sg.tensors[t] for t in keep]
+    for op in sg.operators:
+        op.inputs = [index[int(t)] if t >= 0 else int(t) for t in op.inputs]
+        op.outputs = [index[int(t)] for t in op.outputs]
+    sg.inputs = [index[int(t)] for t in sg.inputs]
+    sg.outputs = [index[int(t)] for t in sg.outputs]
+    for sig in graph.model.signatureDefs or []:
+        for entry in [*(sig.inputs or []), *(sig.outputs or [])]:
+            entry.tensorIndex = index[int(entry.tensorIndex)]
+    # interpreters resolve every listed operator code when loading: list only the ones still used
+    used = sorted({op.opcodeIndex for s in graph.model.subgraphs for op in s.operators})
+    remap = {old: new for new, old in enumerate(used)}
+    graph.model.operatorCodes = [graph.model.operatorCodes[k] for k in used]
+    for s in graph.model.subgraphs:
+        for op in s.operators:
+            op.opcodeIndex = remap[op.opcodeIndex]
+    return graph.to_bytes(), len(drop) // 3
