@@ -10,8 +10,8 @@ to the next layer's current, a per-channel offset of up to half a grid step meas
 student. Pinned to [-1, 0] (scale 1/255, zero point 127), both values are exact, and the spike
 map after the +1 is exactly 0 or 1.
 
-Integer membranes, students trained with `lif.membrane_grid = K` (edgekd.models.neurons) keeps its
-membrane in whole grid steps: the exported graph per LIF step is
+Integer membranes. A student trained with `lif.membrane_grid = K` (edgekd.models.neurons) keeps
+its membrane in whole grid steps: the exported graph per LIF step is
 
     current:  x -> [MINIMUM/MAXIMUM clamp] -> MUL(K / threshold) -> ROUND
     leak:     n -> MUL(beta) -> ROUND
@@ -26,10 +26,17 @@ the clamp's outputs) scale threshold / K, the reset product [0, K] and the Heavi
 scale 1/1024. Then the int8 ADD/SUB/MUL/ROUND on the path are exact, the leak rounds once as in
 torch, and the current is rounded once, by the convolution's own requantization.
 
+A model that computes what int8 computes end to end (eye-snn `int8_exact`, edgekd.models.int8)
+adds two more: its input, rounded in the model to steps of 1/128 (x * 128 -> ROUND, the same
+pattern as a current), pinned with everything that carries it unchanged to the first
+convolution (clamp, shape ops, the frame differences' SUB, CONCATENATION); and the readout, the
+MEAN of a spike map (k / n for n values) summed over the steps, pinned to steps of 1/n.
+
 The tensors are found from the graph's structure (FLOOR for spikes, ROUND ops mark the grid), and
-checked with data: the float model is run on calibration samples and every tensor pinned to scale
-1 must hold integers, every spike map -1 or 0; if not, the pattern was not what this module
-expects and conversion stops.
+checked with data: the float model is run on calibration samples and every tensor on a grid must
+hold whole multiples of its step, every spike map -1 or 0; if not, the pattern was not what this
+module expects and conversion stops. After quantization the DEQUANTIZE -> ROUND -> QUANTIZE
+chains, which then map whole numbers to themselves, are removed (`drop_identity_rounds`).
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ from edgekd.errors import ConversionError
 
 INT_RANGE = (-128.0, 127.0)
 FLOOR_SPIKE_RANGE = (-1.0, 0.0)
-CLAMP_OPS = ("MINIMUM", "MAXIMUM")
+CLAMP_OPS = ("MINIMUM", "MAXIMUM", "RELU", "RELU6", "RELU_N1_TO_1", "RELU_0_TO_1")
+SHAPE_OPS = ("RESHAPE", "TRANSPOSE", "STRIDED_SLICE", "SLICE", "GATHER", "SQUEEZE", "EXPAND_DIMS")
 MEMBRANE_OPS = ("ADD", "SUB")
 # A float that should be an integer may be off by float32 rounding of the unrolled graph only.
 INTEGER_TOLERANCE = 1e-3
@@ -56,12 +64,14 @@ class PinReport:
     spike_tensors: list[int] = field(default_factory=list)
     ranges: dict[int, tuple[float, float]] = field(default_factory=dict)  # tensor index -> (min, max)
     integer_tensors: list[int] = field(default_factory=list)
+    grid: dict[int, tuple[float, bool]] = field(default_factory=dict)  # tensor -> (step, signed)
     max_non_integer: float = 0.0
     samples_checked: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"spike_maps": len(self.spike_tensors), "round_ops": self.round_ops, "pinned_tensors": len(self.ranges),
-                "integer_tensors": len(self.integer_tensors), "max_non_integer": self.max_non_integer,
+                "integer_tensors": len(self.integer_tensors), "grid_tensors": len(self.grid),
+                "max_non_integer": self.max_non_integer,
                 "samples_checked": self.samples_checked}
 
 
@@ -106,14 +116,20 @@ class _Graph:
     def op(self, i: int) -> Any:
         return self.sg.operators[i]
 
+    def is_constant(self, t: int) -> bool:
+        buf = self.model.buffers[self.sg.tensors[t].buffer]
+        return buf is not None and buf.data is not None and len(buf.data) > 0
+
     def split_const(self, i: int) -> tuple[list[int], list[float]]:
-        """(non-constant inputs, scalar constants) of op i."""
+        """(non-constant inputs, float scalar constants) of op i; other constants (shapes,
+        permutations, slice bounds, weights) are left out of both."""
         tensors, scalars = [], []
         for t in self.op(i).inputs:
-            c = self.scalar(int(t)) if t >= 0 else None
-            if c is None:
+            if t < 0:
+                continue
+            if not self.is_constant(int(t)):
                 tensors.append(int(t))
-            else:
+            elif (c := self.scalar(int(t))) is not None:
                 scalars.append(c)
         return tensors, scalars
 
@@ -136,10 +152,21 @@ class _Graph:
 
 
 def find_spiking_ranges(graph: _Graph, integer_membrane: bool) -> PinReport:
-    """The ranges to pin (module doc), from the structure of a calibrated float model."""
+    """The ranges to pin (module doc), from the structure of a calibrated float model.
+
+    A tensor on a grid holds whole multiples of its step q: signed grids span [-128 q, 127 q],
+    unsigned ones [0, 255 q]. Sources: ROUND outputs (q = 1), the spike maps (0/1) and, forward
+    from them, what keeps values on a grid (shape ops, ADD/SUB of equal grids, MUL by a positive
+    constant, the MEAN of a spike map). The current feeding a ROUND (x * c) is pinned backwards
+    to step 1 / c through its clamp and shape ops, and is not itself on the grid (it is rounded)."""
     report = PinReport()
     ranges = report.ranges
-    integer: set[int] = set()
+    grid: dict[int, tuple[float, bool]] = {}  # tensor -> (step, signed)
+
+    def put(t: int, q: float, signed: bool = True) -> None:
+        grid[t] = (q, signed)
+        ranges[t] = (INT_RANGE[0] * q, INT_RANGE[1] * q) if signed else (0.0, 255.0 * q)
+
     for i, name in enumerate(graph.op_names):
         if name == "FLOOR":  # the exported Heaviside: its users add 1 to make the spike map
             out = int(graph.op(i).outputs[0])
@@ -147,38 +174,56 @@ def find_spiking_ranges(graph: _Graph, integer_membrane: bool) -> PinReport:
             ranges[out] = FLOOR_SPIKE_RANGE
     if not integer_membrane:
         return report
-
-    def pin_int(t: int) -> None:
-        integer.add(t)
-        ranges[t] = INT_RANGE
-
+    binary: set[int] = set()  # spike maps: FLOOR + 1, and max-pooled / reshaped spike maps
+    for t in report.spike_tensors:
+        for c in graph.consumers.get(t, []):
+            inner, scalars = graph.split_const(c)
+            if graph.op_names[c] == "ADD" and scalars == [1.0]:
+                binary.add(int(graph.op(c).outputs[0]))
     rounds = [i for i, name in enumerate(graph.op_names) if name == "ROUND"]
     report.round_ops = len(rounds)
     for i in rounds:  # ROUND's input (beta * n, x * K / threshold) is rounded onto the grid by its own MUL
         ranges[int(graph.op(i).inputs[0])] = INT_RANGE
-        pin_int(int(graph.op(i).outputs[0]))
+        put(int(graph.op(i).outputs[0]), 1.0)
+    rounded = {int(graph.op(i).inputs[0]) for i in rounds}
     changed = True
-    while changed:  # the membrane arithmetic downstream of the ROUNDs, to a fixpoint
+    while changed:  # forward from the sources, to a fixpoint
         changed = False
         for i, name in enumerate(graph.op_names):
             out = int(graph.op(i).outputs[0])
-            if out in ranges:
+            if out in grid or out in binary:
                 continue
             tensors, scalars = graph.split_const(i)
-            if not any(t in integer for t in tensors):
+            if not tensors:
                 continue
-            if name in MEMBRANE_OPS:
-                pin_int(out)
+            if name in SHAPE_OPS + ("MAX_POOL_2D",) and all(t in binary for t in tensors):
+                binary.add(out)
+                ranges[out] = (0.0, 1.0)
+                changed = True
+            elif name == "MEAN" and tensors[0] in binary:
+                size_in = int(np.prod(graph.sg.tensors[tensors[0]].shape))
+                size_out = int(np.prod(graph.sg.tensors[out].shape))
+                put(out, size_out / size_in, signed=False)  # k / n: n binary values averaged
+                changed = True
+            elif name in MEMBRANE_OPS and any(grid.get(t) == (1.0, True) for t in tensors):
+                put(out, 1.0)  # the membrane: integers (reset and threshold constants included)
                 for t in tensors:  # the reset: spike (0/1) * K
                     p = graph.producer.get(t)
-                    if t not in integer and p is not None and graph.op_names[p] == "MUL":
+                    if t not in grid and p is not None and graph.op_names[p] == "MUL":
                         _, k = graph.split_const(p)
                         if len(k) == 1:
                             ranges[t] = (min(0.0, k[0]), max(0.0, k[0]))
                 changed = True
-            elif name == "MUL" and len(tensors) == 1 and len(scalars) == 1 and scalars[0] > 0:
-                # the Heaviside's u / 1024 (the leak's MUL feeds a ROUND: pinned above)
-                ranges[out] = (INT_RANGE[0] * scalars[0], INT_RANGE[1] * scalars[0])
+            elif name in MEMBRANE_OPS + ("CONCATENATION",) + SHAPE_OPS and all(t in grid for t in tensors) \
+                    and len({grid[t][0] for t in tensors}) == 1:
+                q = grid[tensors[0]][0]
+                signed = name == "SUB" or any(grid[t][1] for t in tensors)
+                put(out, q, signed)
+                changed = True
+            elif name == "MUL" and len(tensors) == 1 and tensors[0] in grid and len(scalars) == 1 \
+                    and scalars[0] > 0 and out not in rounded:
+                q, signed = grid[tensors[0]]
+                put(out, q * scalars[0], signed)  # e.g. the Heaviside's u / 1024
                 changed = True
     for i in rounds:
         src = int(graph.op(i).inputs[0])
@@ -190,29 +235,33 @@ def find_spiking_ranges(graph: _Graph, integer_membrane: bool) -> PinReport:
         if len(tensors) != 1 or len(scalars) != 1 or scalars[0] == 0:
             raise ConversionError(f"integer LIF: the MUL before ROUND '{graph.tensor_name(src)}' is not a tensor times "
                                   "a scalar")
-        if tensors[0] in integer:
+        if tensors[0] in grid:
             continue  # the leak: beta * membrane
-        # the current, x * K / threshold: scale threshold / K back through the clamp to its producer
+        # a current (x * K / threshold) or a model input (x * levels): step 1 / c, back through
+        # its clamp and shape ops to whatever produced it
         q = 1.0 / abs(scalars[0])
         t = tensors[0]
         while True:
             ranges[t] = (INT_RANGE[0] * q, INT_RANGE[1] * q)
             p = graph.producer.get(t)
-            if p is None or graph.op_names[p] not in CLAMP_OPS:
+            if p is None or graph.op_names[p] not in CLAMP_OPS + SHAPE_OPS:
                 break
             inner, bounds = graph.split_const(p)
-            for b in bounds:
+            for b in bounds if graph.op_names[p] in CLAMP_OPS else []:
                 if abs(b / q - round(b / q)) > 1e-4:
-                    raise ConversionError(f"integer LIF: current clamp {b:g} is not a whole number of grid steps ({q:g})",
+                    raise ConversionError(f"integer LIF: clamp {b:g} is not a whole number of grid steps ({q:g})",
                                           hint="choose current_clamp * membrane_grid / threshold to be an integer")
+            if len(inner) != 1:
+                break
             t = inner[0]
-    report.integer_tensors = sorted(integer)
+    report.grid = grid
+    report.integer_tensors = sorted(t for t, g in grid.items() if g == (1.0, True))
     return report
 
 
 def check_values(raw: bytes, report: PinReport, samples: Iterable[Mapping[str, np.ndarray]]) -> None:
-    """Run the float model on samples: every tensor pinned to scale 1 must hold integers, every
-    spike map (FLOOR output) -1 or 0."""
+    """Run the float model on samples: every tensor on a grid must hold whole multiples of its
+    step, every spike map (FLOOR output) -1 or 0."""
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_content=raw, experimental_preserve_all_tensors=True)
@@ -228,8 +277,8 @@ def check_values(raw: bytes, report: PinReport, samples: Iterable[Mapping[str, n
                 raise ConversionError(f"spiking student: FLOOR output '{_Graph(raw).tensor_name(t)}' holds values other "
                                       f"than -1 and 0 (range {float(v.min()):g}..{float(v.max()):g})",
                                       hint="FLOOR should appear only in the exported Heaviside (edgekd.models.neurons)")
-        for t in report.integer_tensors:
-            v = interp.get_tensor(t)
+        for t, (q, _) in report.grid.items():
+            v = interp.get_tensor(t) / q
             dist = float(np.max(np.abs(v - np.round(v)))) if v.size else 0.0
             if dist > worst:
                 worst, worst_t = dist, t
@@ -237,8 +286,8 @@ def check_values(raw: bytes, report: PinReport, samples: Iterable[Mapping[str, n
     report.max_non_integer = worst
     if worst > INTEGER_TOLERANCE:
         name = _Graph(raw).tensor_name(worst_t)
-        raise ConversionError(f"integer LIF: tensor '{name}' should hold whole grid steps but is {worst:.3g} away from "
-                              f"an integer on calibration data", hint="the membrane path is not the pattern that "
+        raise ConversionError(f"integer LIF: tensor '{name}' should hold whole grid steps but is {worst:.3g} steps "
+                              f"away on calibration data", hint="the membrane path is not the pattern that "
                               "edgekd.convert.spiking_ranges pins; convert without membrane_grid, or report the model")
 
 

@@ -6,7 +6,10 @@ frames, fused per time step into per-step class scores.
 
 Student `eye-snn`: a frame-only spiking CNN run over the T frames (direct input coding: frame t
 is the input current at step t); per-step class scores from the last spike maps, averaged over T.
-Sizes: "tiny" (< 100 k parameters, microcontroller-sized) to "small".
+Sizes: "tiny" (< 100 k parameters, microcontroller-sized) to "small". `int8_exact = true` (with
+an integer membrane, lif.membrane_grid) makes the float model compute what full int8 computes:
+int8-rounded weights (edgekd.models.int8), frames on the int8 input's grid, and a readout of one
+FC on the spike rates summed over the steps (docs/int8-spiking.md).
 
 Sequences are batch-first (N, T, C, H, W). In training, convolutions run on the merged (N*T)
 batch; in export mode the input is split into per-step tensors once (by one-hot fully connected
@@ -23,9 +26,14 @@ import torch
 from torch import Tensor, nn
 
 from edgekd.errors import ConfigError, did_you_mean
+from edgekd.models.int8 import Int8Conv2d, Int8Linear, grid_input
 from edgekd.models.neurons import LIF, LIFParams, unbind_steps
 
 SeqT = Tensor | list[Tensor]
+
+# int8_exact: frames in [0, 1) on steps of 1/128, their differences in (-1, 1) on the same grid:
+# all three input channels fit one int8 grid (scale 1/128, zero point 0) without rounding
+INPUT_LEVELS = 128
 
 STUDENT_SIZES: dict[str, tuple[int, ...]] = {
     "tiny": (16, 32, 64),  # ~25 k parameters: fits a Cortex-M4 in int8
@@ -51,6 +59,16 @@ def seq_mean(xs: SeqT) -> Tensor:
             total = total + x
         return total * (1.0 / len(xs))
     return xs.mean(dim=1)
+
+
+def seq_sum(xs: SeqT) -> Tensor:
+    """Sum over time of a sequence (N, T, ...) or list -> (N, ...) (exported: an ADD chain)."""
+    if isinstance(xs, list):
+        total = xs[0]
+        for x in xs[1:]:
+            total = total + x
+        return total
+    return xs.sum(dim=1)
 
 
 def seq_stack(xs: SeqT) -> Tensor:
@@ -94,7 +112,8 @@ def _split_time(x: Tensor, in_channels: int, export: bool) -> SeqT:
 class SpikingConvStack(nn.Module):
     """conv3x3 -> norm -> LIF -> maxpool(2), per channel count; time along dim 1."""
 
-    def __init__(self, in_channels: int, channels: Sequence[int], lif: LIFParams, norm: str = "batch"):
+    def __init__(self, in_channels: int, channels: Sequence[int], lif: LIFParams, norm: str = "batch",
+                 conv: type[nn.Conv2d] = nn.Conv2d):
         super().__init__()
         blocks = []
         prev = in_channels
@@ -102,7 +121,7 @@ class SpikingConvStack(nn.Module):
             blocks.append(
                 nn.ModuleDict(
                     {
-                        "conv": nn.Conv2d(prev, c, 3, padding=1, bias=norm == "none"),
+                        "conv": conv(prev, c, 3, padding=1, bias=norm == "none"),
                         "norm": _norm2d(norm, c),
                         "lif": LIF(lif, time_dim=1),
                         "pool": nn.MaxPool2d(2),
@@ -136,6 +155,7 @@ class EyeSNN(nn.Module):
         norm: str = "batch",
         frame_difference: bool = True,
         onset_difference: bool = False,
+        int8_exact: bool = False,
     ):
         super().__init__()
         if channels is None:
@@ -144,13 +164,17 @@ class EyeSNN(nn.Module):
                                   hint=f"sizes: {', '.join(STUDENT_SIZES)}, or give channels = [..]")
             channels = STUDENT_SIZES[size]
         params = lif if isinstance(lif, LIFParams) else LIFParams.from_config(lif or {"beta": 0.5, "threshold": 1.0})
+        if int8_exact and not params.membrane_grid:
+            raise ConfigError("eye-snn int8_exact needs an integer membrane (lif.membrane_grid)",
+                              hint="e.g. lif = { beta = 0.6, current_clamp = 2.0, membrane_grid = 16 }")
         self.in_channels = in_channels
         self.frame_difference = frame_difference
         self.onset_difference = onset_difference
+        self.int8_exact = int8_exact
         self.export_mode = False
         coded = in_channels * (1 + int(frame_difference) + int(onset_difference))
-        self.features = SpikingConvStack(coded, channels, params, norm)
-        self.head = nn.Linear(self.features.out_channels, num_classes)
+        self.features = SpikingConvStack(coded, channels, params, norm, conv=Int8Conv2d if int8_exact else nn.Conv2d)
+        self.head = (Int8Linear if int8_exact else nn.Linear)(self.features.out_channels, num_classes)
 
     def _code(self, frames: Tensor) -> SeqT:
         """Input current per step: frame t; with frame_difference also frame t - frame t-1 (0 at
@@ -159,6 +183,8 @@ class EyeSNN(nn.Module):
         began: per-step features then carry the expression's displacement, which a per-step
         network with a mean over time cannot otherwise recover from the small, noisy step
         differences)."""
+        if self.int8_exact:  # frames on the grid of the int8 input (1/128), so it loses nothing
+            frames = grid_input(frames, INPUT_LEVELS)
         xs = _split_time(frames, self.in_channels, self.export_mode)
         if not (self.frame_difference or self.onset_difference):
             return xs
@@ -186,6 +212,10 @@ class EyeSNN(nn.Module):
 
     def forward(self, frames: Tensor) -> Tensor:
         xs = self.features(self._code(frames))
+        if self.int8_exact:
+            # one FC on the spike rates summed over the steps: values k / (H W) that int8 holds
+            # exactly (edgekd.convert.spiking_ranges pins them), so only the logits are rounded
+            return self.head(seq_sum(seq_map(_global_mean, xs)))
         # Exported, this is T fully connected layers whose int8 logits are summed. One MEAN over
         # all steps' maps and one FC (equal in float) was tried: no better agreement on one
         # student, 1.25 points lower int8 accuracy on the quickstart's (docs/int8-spiking.md).

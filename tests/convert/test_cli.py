@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -215,3 +216,62 @@ def test_integer_membrane_runs_exactly_in_int8_and_in_tflite_micro(grid_eye_mcu)
     parity = json.loads((out / "parity.json").read_text())
     micro = parity["hops"][-1]
     assert micro["hop"] == "tflite-int8 (reference kernels) -> tflite-micro" and micro["max_abs"] == 0.0
+
+
+@pytest.fixture(scope="session")
+def exact_eye_local(tmp_path_factory) -> tuple[Path, object]:
+    """The eye student built to compute what int8 computes (int8_exact: integer membrane, int8
+    weights, frames on the input's grid, one FC on summed spike rates), briefly trained."""
+    run = briefly_trained_eye_run(tmp_path_factory.mktemp("exact"), OVERRIDES + [
+        "student.params.lif.beta=0.6", "student.params.lif.membrane_grid=16", "student.params.int8_exact=true"])
+    done = run_cli("convert", str(run), "--target", "local", "--formats", "tflite-int8", "--eval-samples", "48", "--json",
+                   timeout=900)
+    return run.parent / "03-convert-local", done
+
+
+def test_int8_exact_student_agrees_with_float_up_to_the_last_rounding(exact_eye_local) -> None:
+    """Converted with the default limits (98 % agreement, 1 point). Run op by op with TFLite's
+    reference kernels, the int8 model reaches the readout with the float model's spike rates
+    exactly on most samples, and its logits then differ by the output's own rounding only."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    out, done = exact_eye_local
+    assert done.returncode == 0, done.stderr[-3000:]
+    hops = {h["target"]: h for h in json.loads((out / "parity.json").read_text())["hops"]}
+    assert hops["tflite-int8"]["samples"] >= 30 and hops["tflite-int8"]["agreement"] >= 0.98
+    pinned = json.loads((out / "calibration" / "tf_worker_result.json").read_text())["int8"]["pinned_ranges"]
+    # the three ROUNDs per LIF layer and step plus the input's one, all dropped as identities
+    assert pinned["round_ops"] == 3 * (4 + 3) + 1 == pinned["identity_rounds_dropped"]
+
+    def run(path: Path, resolver) -> tuple[Any, list[dict[str, np.ndarray]]]:
+        interp = Interpreter(str(path), experimental_preserve_all_tensors=True, experimental_op_resolver_type=resolver)
+        interp.allocate_tensors()
+        d = interp.get_input_details()[0]
+        tensors = []
+        for x in np.load(out / "eval.npz")["x"][:16]:
+            scale, zero = d["quantization"]
+            v = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8) if scale else x
+            interp.set_tensor(d["index"], v.reshape(d["shape"]).astype(d["dtype"]))
+            interp.invoke()
+            values = {}
+            for t in interp.get_tensor_details():
+                try:
+                    a = interp.get_tensor(t["index"]).astype(np.float64)
+                except ValueError:
+                    continue
+                s_, z_ = t["quantization"]
+                values[t["name"]] = (a - z_) * s_ if t["dtype"] == np.int8 and s_ else a
+            tensors.append(values)
+        return interp, tensors
+
+    q_interp, q = run(out / "model.int8.tflite", OpResolverType.BUILTIN_REF)
+    _, f = run(out / "model.fp32.tflite", OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)  # has ROUND
+    assert q_interp.get_input_details()[0]["quantization"] == (1 / 128, 0)  # the model's grid, not calibrated
+    details = {t["index"]: t for t in q_interp.get_tensor_details()}
+    fc = [op for op in q_interp._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+    assert len(fc) == 1  # one FC on the summed spike rates
+    rates, logits = details[fc[0]["inputs"][0]]["name"], details[fc[0]["outputs"][0]]["name"]
+    step = details[fc[0]["outputs"][0]]["quantization"][0]
+    exact = [i for i in range(len(q)) if np.array_equal(q[i][rates], f[i][rates])]
+    assert len(exact) >= 14, len(exact)
+    assert all(np.abs(q[i][logits] - f[i][logits]).max() <= 1.01 * step for i in exact)

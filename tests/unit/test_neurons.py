@@ -280,3 +280,36 @@ def test_membrane_grid_rejects_settings_int8_cannot_run_exactly(kwargs: dict, fr
         LIFParams(**kwargs)
     assert fragment in str(err.value) + str(err.value.hint)
     assert LIFParams.from_config({"beta": 0.6, "current_clamp": 2.0, "membrane_grid": 16}).membrane_grid == 16
+
+
+def test_int8_layers_compute_with_weights_on_tflites_per_channel_grid() -> None:
+    from edgekd.models.int8 import Int8Conv2d, Int8Linear, grid_input, int8_weight
+
+    torch.manual_seed(5)
+    conv = Int8Conv2d(3, 8, 3)
+    w = int8_weight(conv.weight)
+    steps = w.detach().abs().amax(dim=(1, 2, 3), keepdim=True) / 127  # per output channel
+    assert torch.allclose(w / steps, torch.round(w / steps), atol=1e-4)  # whole steps: TFLite keeps them
+    assert float((w - conv.weight).abs().max()) <= float(steps.max()) / 2 + 1e-7
+    x = torch.randn(2, 3, 6, 6)
+    assert torch.allclose(conv(x), torch.nn.functional.conv2d(x, w, conv.bias), atol=1e-6)
+    lin = Int8Linear(5, 4)
+    lin(torch.randn(3, 5)).sum().backward()  # straight-through: the float weight gets a gradient
+    assert lin.weight.grad is not None and float(lin.weight.grad.abs().sum()) > 0
+    g = grid_input(torch.tensor([-0.3, 0.0, 0.51, 0.999, 2.0]), 128)
+    assert torch.equal(g, torch.tensor([0.0, 0.0, 65 / 128, 127 / 128, 127 / 128]))
+
+
+def test_eye_student_int8_exact_needs_an_integer_membrane() -> None:
+    from edgekd.models.eye import EyeSNN
+
+    with pytest.raises(ConfigError, match="membrane_grid"):
+        EyeSNN(int8_exact=True, lif={"beta": 0.6, "current_clamp": 2.0})
+    model = EyeSNN(int8_exact=True, onset_difference=True, lif={"beta": 0.6, "current_clamp": 2.0, "membrane_grid": 16})
+    from edgekd.models.neurons import set_export_mode
+
+    x = torch.rand(2, 4, 1, 16, 16)
+    model.eval()
+    ref = model(x)
+    set_export_mode(model)
+    assert torch.equal(model(x), ref)  # the unrolled export form computes the same
