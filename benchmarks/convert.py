@@ -77,7 +77,7 @@ def from_run(run_dir: str) -> tuple[Any, Any, Any]:
 def bench_student(task: str, quick: bool, run_dir: str | None, work: Path, log: Any) -> tuple[dict[str, float], dict[str, Any]]:
     from edgekd.config import load_recipe
     from edgekd.convert import representative as rep
-    from edgekd.convert.api import ConvertOptions, convert_model, held_out_from
+    from edgekd.convert.api import ConvertOptions, convert_model, held_out_from, spiking_kind
     from edgekd.convert.onnx2tflite import TFLiteOptions, savedmodel2tflite
     from edgekd.convert.parity import ParityLimits, compare
     from edgekd.convert.runtime import TFLiteRunner
@@ -101,14 +101,16 @@ def bench_student(task: str, quick: bool, run_dir: str | None, work: Path, log: 
     cal = rep.from_training_split(data.train, names, 64 if quick else recipe.convert.calibration_samples, recipe.seed)
     options = ConvertOptions(check_parity=False, min_calibration_samples=32,
                              limits=ParityLimits(max_accuracy_drop=recipe.convert.max_accuracy_drop,
-                                                 min_agreement=recipe.convert.min_agreement))
+                                                 min_agreement=recipe.convert.min_agreement,
+                                                 float_min_within=recipe.convert.float_min_within))
     out = work / task
     t0 = time.perf_counter()
     result = convert_model(model, held, cal, get_target("local"), out, options=options, log=log)
     convert_s = time.perf_counter() - t0
     # per-tensor int8 from the same SavedModel, checked like the per-channel one
     t0 = time.perf_counter()
-    tfl = TFLiteOptions(modes=["int8"], io=result.io, calibration=cal.inputs, per_channel=False)
+    tfl = TFLiteOptions(modes=["int8"], io=result.io, calibration=cal.inputs, per_channel=False,
+                        spiking=spiking_kind(model))  # type: ignore[arg-type]
     per_tensor = savedmodel2tflite(out / "saved_model", out, tfl, suffix=".per-tensor")["int8"]
     per_tensor_s = time.perf_counter() - t0
     fp32 = TFLiteRunner(result.formats["tflite-fp32"], result.io).predict(held.inputs)
