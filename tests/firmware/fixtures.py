@@ -43,3 +43,20 @@ def arm_gcc():
 @pytest.fixture(scope="session")
 def qemu():
     need_tool("qemu-system-arm")
+
+
+def litert_reference_outputs(path, inputs):
+    """The model's output for each int8 input, by TFLite's reference kernels (what the firmware
+    runtime reproduces)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interp.allocate_tensors()
+    i, o = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    outs = []
+    for x in inputs:
+        interp.set_tensor(i, x)
+        interp.invoke()
+        outs.append(interp.get_tensor(o).copy())
+    return np.stack(outs)

@@ -10,23 +10,10 @@ import numpy as np
 import pytest
 
 from edgekd.firmware.reference_models import random_int8_inputs
+from tests.firmware.fixtures import litert_reference_outputs
 
 MODELS = ["cnn_ops", "eye_snn", "eye_snn_floor", "skeleton_sgcn", "face_cnn", "misc_ops"]
 N_INPUTS = 300
-
-
-def _litert_ref(path, inputs):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    interp.allocate_tensors()
-    i, o = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-    outs = []
-    for x in inputs:
-        interp.set_tensor(i, x)
-        interp.invoke()
-        outs.append(interp.get_tensor(o).copy())
-    return np.stack(outs)
 
 
 def _tflm(path, inputs):
@@ -48,7 +35,7 @@ def test_host_build_matches_tflite_reference_kernels(name, ref_model, tmp_path, 
     host = build_host_model(path, tmp_path / "host", reference="tflite")
     x = random_int8_inputs(tuple(host.metadata["inputs"][0]["shape"]), N_INPUTS, seed=7)
     mine = host.run(x)
-    theirs = _litert_ref(path, x).reshape(mine.shape)
+    theirs = litert_reference_outputs(path, x).reshape(mine.shape)
     same = np.all(mine.reshape(N_INPUTS, -1) == theirs.reshape(N_INPUTS, -1), axis=1)
     assert same.all(), f"{name}: {int((~same).sum())} of {N_INPUTS} inputs differ, first at {int(np.argmin(same))}"
     # the outputs are not trivially constant (a broken model would agree on garbage too)
