@@ -62,12 +62,12 @@ class LIFParams:
     current becomes round(x * K / threshold), the leak round(beta * n), the reset subtracts K
     and the neuron fires at n >= K. The state is then in grid steps. Every value on the path is
     an integer in [-128, 127], so the int8 model (whose converter gives these tensors scale 1,
-    see `edgekd.convert.spiking_ranges`) computes the same membranes exactly; what still differs is the
-    current's rounding where the int8 convolution lands on the other side of a half step.
+    see `edgekd.convert.spiking_ranges`) computes the same membranes exactly; what still differs
+    is the current's rounding where the int8 convolution lands on the other side of a half step.
     Rounding is straight-through in training. Needs current_clamp (it bounds the current), a
     beta for which beta * n is never halfway between two integers (engines round halves
-    differently: 0.6 yes, 0.5 no), reset "subtract" or "none", and K small enough that no
-    membrane leaves [-128, 127] (checked here)."""
+    differently: 0.6 yes, 0.5 no), beta < 1, reset "subtract" or "none", and K small enough that
+    no membrane leaves [-128, 127] (checked here)."""
 
     beta: float = 0.5
     threshold: float = 1.0
@@ -120,7 +120,10 @@ class LIFParams:
                               "halfway between two grid steps, which int8 engines round differently",
                               hint="pick a beta whose fraction has an odd denominator, e.g. 0.6 or 0.8")
         # |n| <= (c K / thr + 1/2) / (1 - beta) must stay inside int8: no op on the path saturates
-        bound = (self.current_clamp * k / self.threshold + 0.5) / (1.0 - self.beta) if self.beta < 1.0 else float("inf")
+        if self.beta >= 1.0:
+            raise ConfigError("LIF membrane_grid needs beta < 1: without a leak a membrane can grow past int8's range",
+                              hint="e.g. beta = 0.6 or 0.8")
+        bound = (self.current_clamp * k / self.threshold + 0.5) / (1.0 - self.beta)
         if bound > 127:
             k_max = max(int((127 * (1.0 - self.beta) - 0.5) * self.threshold / self.current_clamp), 0)
             raise ConfigError(f"LIF membrane_grid {k}: a membrane could reach {bound:.0f} grid steps, outside int8's "

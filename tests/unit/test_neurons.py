@@ -274,6 +274,7 @@ def test_membrane_grid_trains_with_straight_through_rounding() -> None:
     ({"beta": 0.6, "current_clamp": 2.0, "membrane_grid": 32}, "use membrane_grid <= 25"),
     ({"beta": 0.6, "current_clamp": 2.0, "membrane_grid": 16, "reset": "zero"}, "'subtract' or 'none'"),
     ({"beta": 0.6, "current_clamp": 2.0, "membrane_grid": 1}, "integer >= 2"),
+    ({"beta": 1.0, "current_clamp": 2.0, "membrane_grid": 16}, "needs beta < 1"),
 ])
 def test_membrane_grid_rejects_settings_int8_cannot_run_exactly(kwargs: dict, fragment: str) -> None:
     with pytest.raises(ConfigError) as err:
