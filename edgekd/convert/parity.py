@@ -237,9 +237,9 @@ def failure_error(hop: HopResult, parity_path: Path) -> ParityError:
                     f"(firing {100 * worst_flip['firing_rate']:.1f} %), {100 * flips[0]['flip_rate']:.2f} % at the first spiking layer")
     hint = f"see {parity_path}"
     if flips:
-        hint += ("; for spiking students, train with lif.current_clamp (bounds the current's int8 range), "
-                 "lif.current_noise (robustness to moved spikes) and lif.spike_margin with the loss terms "
-                 "'spike_margin' and 'logit_margin', see docs/int8-spiking.md")
+        hint += ("; for spiking students, train the eye student with int8_exact = true and an integer membrane "
+                 "(lif.membrane_grid; its int8 model then computes the float one), or otherwise with "
+                 "lif.current_clamp and the 'logit_margin' loss term for near-ties, see docs/int8-spiking.md")
     if hop.kind == "quantized":
         hint += ("; more or more representative calibration samples, per-channel quantization, or keeping "
                  "that layer's activations in range (e.g. a clamp/BN before it) usually help; "
