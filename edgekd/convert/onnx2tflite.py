@@ -64,10 +64,11 @@ class TFLiteOptions:
     # float TFLite model of a spiking GCN student agreed with ONNX on 83 % of samples instead
     # of 95 %. True: strict, falling back to -dsm where strict mode itself crashes; False: -dsm.
     strict: bool = True
-    # a spiking student: int8 pins the ranges its spikes ("spikes") and, with lif.membrane_grid,
-    # its integer membranes ("integer") set, between calibration and quantization
-    # (edgekd.convert.spiking_ranges; TensorFlow's quantizer only)
-    spiking: Literal["spikes", "integer"] | None = None
+    # a spiking student: int8 pins the ranges its spikes ("spikes"), with lif.membrane_grid its
+    # integer membranes ("integer"), and for an int8_exact model also its input and readout
+    # ("exact") set, between calibration and quantization (edgekd.convert.spiking_ranges;
+    # TensorFlow's quantizer only)
+    spiking: Literal["spikes", "integer", "exact"] | None = None
 
 
 @dataclass
@@ -94,7 +95,7 @@ def onnx2tflite(onnx_path: str | os.PathLike, out_dir: str | os.PathLike, option
     if options.quantizer not in QUANTIZERS:
         raise ConversionError(f"unknown quantizer '{options.quantizer}'", hint=f"quantizers: {', '.join(QUANTIZERS)}")
     use_onnx2tf_quant = options.quantizer == "onnx2tf"
-    if quantized and use_onnx2tf_quant and options.spiking == "integer":
+    if quantized and use_onnx2tf_quant and options.spiking in ("integer", "exact"):
         raise ConversionError("a student with integer LIF membranes (lif.membrane_grid) is quantized by TensorFlow's "
                               "converter only (the membrane ranges are pinned between its calibration and quantization)",
                               hint="use the quantizer 'tensorflow' (the default)")

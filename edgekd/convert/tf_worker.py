@@ -3,8 +3,8 @@
     python -m edgekd.convert.tf_worker JOB.json
 
 JOB: {"saved_model", "outputs": {mode: path}, "per_channel", "calibration": npz or null,
-"spiking": null | "spikes" | "integer" (int8 of a spiking student: pin the ranges the model
-sets, edgekd.convert.spiking_ranges), "result": path}. The calibration arrays are already in the
+"spiking": null | "spikes" | "integer" | "exact" (int8 of a spiking student: pin the ranges the
+model sets, edgekd.convert.spiking_ranges), "result": path}. The calibration arrays are already in the
 SavedModel's (channel-last) layout, keyed by input name. Writes {mode: {"ok", "error"?, "bytes"?}} to "result". Runs in
 its own process so TensorFlow's logs go to the caller's log file and its memory is freed.
 """
@@ -80,7 +80,7 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
             extra: dict[str, Any] = {}
             if mode == "int8" and job.get("spiking"):
                 model, extra["pinned_ranges"] = _quantize_spiking(conv, representative, job.get("per_channel", True),
-                                                                  integer_membrane=job["spiking"] == "integer")
+                                                                  job["spiking"])
             else:
                 model = conv.convert()
             tmp = Path(out).with_suffix(".partial")
@@ -93,7 +93,7 @@ def convert(job: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
-def _quantize_spiking(conv: Any, representative: Any, per_channel: bool, integer_membrane: bool) -> tuple[bytes, dict[str, Any]]:
+def _quantize_spiking(conv: Any, representative: Any, per_channel: bool, kind: str) -> tuple[bytes, dict[str, Any]]:
     """Calibrate, pin the ranges a spiking student sets (edgekd.convert.spiking_ranges), then
     quantize: the converter's own two steps with the ranges edited in between."""
     import itertools
@@ -106,7 +106,8 @@ def _quantize_spiking(conv: Any, representative: Any, per_channel: bool, integer
     conv._experimental_calibrate_only = True
     calibrated = conv.convert()
     samples = itertools.islice(representative(), 32)
-    pinned, report = pin_spiking_ranges(calibrated, samples, integer_membrane)
+    pinned, report = pin_spiking_ranges(calibrated, samples, integer_membrane=kind in ("integer", "exact"),
+                                        exact_readout=kind == "exact")
     model = tf_convert.mlir_quantize(pinned, disable_per_channel=not per_channel, input_data_type=tf.int8,
                                      output_data_type=tf.int8)
     model, dropped = drop_identity_rounds(model)
