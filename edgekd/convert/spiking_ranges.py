@@ -79,12 +79,12 @@ class _Graph:
     """Just enough of a .tflite model (flatbuffers object API) to walk and edit one subgraph."""
 
     def __init__(self, raw: bytes):
-        import ai_edge_litert.schema_py_generated as schema
+        from edgekd.convert.tflite2c import _opcode_names, _schema  # the one .tflite schema loader
 
-        self.schema = schema
+        schema = self.schema = _schema()
         self.model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(raw, 0))
         self.sg = self.model.subgraphs[0]
-        names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+        names = _opcode_names(schema)
         self.op_names = []
         for op in self.sg.operators:
             code = self.model.operatorCodes[op.opcodeIndex]
