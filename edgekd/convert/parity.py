@@ -264,8 +264,8 @@ def layer_report(fp32_tflite: str | Path, int8_tflite: str | Path, io: Any, inpu
     from edgekd.convert.runtime import TFLiteRunner, dequantize
 
     inv_q = inventory(int8_tflite)
-    fp = _all_tensors(TFLiteRunner(fp32_tflite, io, preserve_all_tensors=True), inputs)
-    q = _all_tensors(TFLiteRunner(int8_tflite, io, preserve_all_tensors=True), inputs, dequantize_with=dequantize)
+    fp = all_tensors(TFLiteRunner(fp32_tflite, io, preserve_all_tensors=True), inputs)
+    q = all_tensors(TFLiteRunner(int8_tflite, io, preserve_all_tensors=True), inputs, dequantize_with=dequantize)
     fp_by_name = {name: arr for (name, arr) in fp.values()}
     errors: dict[int, float] = {}
     for idx, (name, arr) in q.items():
@@ -383,7 +383,7 @@ def float_divergence(fp32_tflite: str | Path, onnx_path: str | Path, io: Any, in
     return {}
 
 
-def _all_tensors(runner: Any, inputs: Mapping[str, np.ndarray], dequantize_with: Any = None) -> dict[int, tuple[str, np.ndarray]]:
+def all_tensors(runner: Any, inputs: Mapping[str, np.ndarray], dequantize_with: Any = None) -> dict[int, tuple[str, np.ndarray]]:
     """{tensor index: (name, stacked values over samples)} of every non-constant tensor."""
     details = [d for d in runner.interp.get_tensor_details()]
     n = len(next(iter(inputs.values())))

@@ -63,14 +63,13 @@ class PinReport:
     round_ops: int = 0
     spike_tensors: list[int] = field(default_factory=list)
     ranges: dict[int, tuple[float, float]] = field(default_factory=dict)  # tensor index -> (min, max)
-    integer_tensors: list[int] = field(default_factory=list)
     grid: dict[int, tuple[float, bool]] = field(default_factory=dict)  # tensor -> (step, signed)
     max_non_integer: float = 0.0
     samples_checked: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"spike_maps": len(self.spike_tensors), "round_ops": self.round_ops, "pinned_tensors": len(self.ranges),
-                "integer_tensors": len(self.integer_tensors), "grid_tensors": len(self.grid),
+                "integer_tensors": sum(g == (1.0, True) for g in self.grid.values()), "grid_tensors": len(self.grid),
                 "max_non_integer": self.max_non_integer,
                 "samples_checked": self.samples_checked}
 
@@ -257,7 +256,6 @@ def find_spiking_ranges(graph: _Graph, integer_membrane: bool, exact_readout: bo
                 break
             t = inner[0]
     report.grid = grid
-    report.integer_tensors = sorted(t for t, g in grid.items() if g == (1.0, True))
     return report
 
 

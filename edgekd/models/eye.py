@@ -51,16 +51,6 @@ def seq_map(fn: Callable[[Tensor], Tensor], xs: SeqT) -> SeqT:
     return y.reshape(n, t, *y.shape[1:])
 
 
-def seq_mean(xs: SeqT) -> Tensor:
-    """Mean over time of a sequence (N, T, ...) or list -> (N, ...)."""
-    if isinstance(xs, list):
-        total = xs[0]
-        for x in xs[1:]:
-            total = total + x
-        return total * (1.0 / len(xs))
-    return xs.mean(dim=1)
-
-
 def seq_sum(xs: SeqT) -> Tensor:
     """Sum over time of a sequence (N, T, ...) or list -> (N, ...) (exported: an ADD chain)."""
     if isinstance(xs, list):
@@ -69,6 +59,13 @@ def seq_sum(xs: SeqT) -> Tensor:
             total = total + x
         return total
     return xs.sum(dim=1)
+
+
+def seq_mean(xs: SeqT) -> Tensor:
+    """Mean over time of a sequence (N, T, ...) or list -> (N, ...)."""
+    if isinstance(xs, list):
+        return seq_sum(xs) * (1.0 / len(xs))
+    return xs.mean(dim=1)
 
 
 def seq_stack(xs: SeqT) -> Tensor:

@@ -21,12 +21,16 @@ from torch.nn import functional as F
 WEIGHT_LEVELS = 127  # symmetric int8 weights, as TFLite's converter makes them
 
 
+def round_ste(v: Tensor) -> Tensor:
+    """round(v); where v needs a gradient, it passes the rounding unchanged (straight-through)."""
+    return v + (torch.round(v) - v).detach() if v.requires_grad else torch.round(v)
+
+
 def int8_weight(w: Tensor) -> Tensor:
     """w rounded per output channel (axis 0) to int8 steps of max|w_c| / 127; straight-through."""
     dims = tuple(range(1, w.dim()))
     scale = w.detach().abs().amax(dim=dims, keepdim=True).clamp_min(1e-12) / WEIGHT_LEVELS
-    rounded = torch.round(w / scale).clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS) * scale
-    return w + (rounded - w).detach() if w.requires_grad else rounded
+    return round_ste(w / scale).clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS) * scale
 
 
 class Int8Conv2d(nn.Conv2d):

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from edgekd.errors import ConfigError, did_you_mean
+from edgekd.models.int8 import round_ste
 
 Surrogate = Literal["rectangular", "sigmoid", "atan"]
 Reset = Literal["subtract", "zero", "none"]
@@ -214,10 +215,8 @@ def spike_fn(u: Tensor, params: LIFParams) -> Tensor:
 
 
 def grid_round(v: Tensor, params: LIFParams) -> Tensor:
-    """round(v) (an ONNX Round when exported); straight-through gradient when v needs one."""
-    if params.export or not v.requires_grad:
-        return torch.round(v)
-    return v + (torch.round(v) - v).detach()
+    """round(v): a plain Round when exported, else straight-through (edgekd.models.int8.round_ste)."""
+    return torch.round(v) if params.export else round_ste(v)
 
 
 def _grid_lif(x: Tensor, state: Tensor | None, params: LIFParams, fired: Tensor | None) -> tuple[Tensor, Tensor]:
