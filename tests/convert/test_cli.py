@@ -119,38 +119,38 @@ def test_spiking_layer_report_counts_moved_spikes(eye_run: Path, mcu_cli) -> Non
 
     assert mcu_cli.returncode == 0, mcu_cli.stderr[-3000:]
     out = eye_run.parent / "03-convert-qemu-mps2-an386"
-    ev = np.load(out / "eval.npz")
-    io = ModelIO.load(out / "io.json")
-    stored = ev["x_frames"] if "x_frames" in ev.files else ev["x"]
-    if str(ev["layout"]).startswith("tflite"):  # eval.npz holds the device's layout; the report takes the model's
-        stored = np.transpose(stored, np.argsort(io.inputs[0].tflite_perm))
-    report = layer_report(out / "model.fp32.tflite", out / "model.int8.tflite", io, {"frames": stored[:8]})
+    report = layer_report(out / "model.fp32.tflite", out / "model.int8.tflite", ModelIO.load(out / "io.json"),
+                          _held_out_frames(out, 8))
     flips = report["spike_flips"]
     assert len(flips) == 4 * 3  # T = 4 steps x 3 LIF layers of the tiny student
     assert all(0.0 <= f["flip_rate"] <= 1.0 and 0.0 <= f["firing_rate"] <= 1.0 for f in flips)
     assert any(f["firing_rate"] > 0 for f in flips)
 
 
-def _int8_tensors(tflite: Path, x: np.ndarray) -> tuple[list[dict], dict[int, np.ndarray]]:
-    """The ops of an int8 model and every tensor's dequantized value for one input."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+def _held_out_frames(out: Path, n: int) -> dict[str, np.ndarray]:
+    """The first n held-out samples of a convert directory, in the model's layout (eval.npz
+    holds the device's)."""
+    from edgekd.convert.layout import ModelIO
 
-    # the reference kernels (those the firmware reproduces), op by op: no delegate fuses them away
-    interp = Interpreter(str(tflite), experimental_preserve_all_tensors=True,
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    interp.allocate_tensors()
-    d = interp.get_input_details()[0]
-    interp.set_tensor(d["index"], x.reshape(d["shape"]).astype(np.int8))
-    interp.invoke()
-    values = {}
-    for t in interp.get_tensor_details():
-        try:
-            v = interp.get_tensor(t["index"])
-        except ValueError:
-            continue
-        scale, zero = t["quantization"]
-        values[t["index"]] = (v.astype(np.float64) - zero) * scale if v.dtype == np.int8 and scale else v
-    return interp._get_ops_details(), {**values, "details": {t["index"]: t for t in interp.get_tensor_details()}}
+    ev = np.load(out / "eval.npz")
+    stored = ev["x_frames"] if "x_frames" in ev.files else ev["x"]
+    if str(ev["layout"]).startswith("tflite"):
+        stored = np.transpose(stored, np.argsort(ModelIO.load(out / "io.json").inputs[0].tflite_perm))
+    return {"frames": stored[:n]}
+
+
+def _op_tensors(tflite: Path, out: Path, n: int) -> tuple[Any, list[dict], dict[int, tuple[str, np.ndarray]]]:
+    """A model of a convert directory run op by op on n held-out samples: its runner, its ops,
+    and every tensor's (dequantized) values, {index: (name, (n, ...) array)}. int8 models run on
+    TFLite's reference kernels (what the firmware reproduces); float ones on the built-in kernels
+    (they have ROUND, which the reference resolver lacks); no delegate hides the intermediates."""
+    from edgekd.convert.layout import ModelIO
+    from edgekd.convert.parity import all_tensors
+    from edgekd.convert.runtime import TFLiteRunner, dequantize
+
+    runner = TFLiteRunner(tflite, ModelIO.load(out / "io.json"), preserve_all_tensors=True,
+                          reference_kernels="int8" in tflite.name)
+    return runner, runner.interp._get_ops_details(), all_tensors(runner, _held_out_frames(out, n), dequantize)
 
 
 def test_int8_spike_maps_hold_exactly_zero_and_one(eye_run: Path, mcu_cli) -> None:
@@ -160,9 +160,8 @@ def test_int8_spike_maps_hold_exactly_zero_and_one(eye_run: Path, mcu_cli) -> No
     out = eye_run.parent / "03-convert-qemu-mps2-an386"
     pinned = json.loads((out / "calibration" / "tf_worker_result.json").read_text())["int8"]["pinned_ranges"]
     assert pinned["spike_maps"] == 12 and pinned["round_ops"] == 0  # 3 LIF layers x 4 steps, no integer membrane
-    ev = np.load(out / "eval.npz")
-    ops, values = _int8_tensors(out / "model.int8.tflite", ev["x"][0])
-    details = values["details"]
+    runner, ops, values = _op_tensors(out / "model.int8.tflite", out, 1)
+    details = {t["index"]: t for t in runner.interp.get_tensor_details()}
     floors = [op for op in ops if op["op_name"] == "FLOOR"]
     assert len(floors) == 12
     consumers = {i: op for op in ops for i in op["inputs"]}
@@ -170,7 +169,7 @@ def test_int8_spike_maps_hold_exactly_zero_and_one(eye_run: Path, mcu_cli) -> No
         quantize = consumers[op["outputs"][0]]
         scale, zero = details[quantize["outputs"][0]]["quantization"]
         assert quantize["op_name"] == "QUANTIZE" and abs(scale - 1 / 255) < 1e-9 and zero == 127
-        spikes = values[consumers[quantize["outputs"][0]]["outputs"][0]]  # after the + 1
+        spikes = values[consumers[quantize["outputs"][0]]["outputs"][0]][1]  # after the + 1
         # 0 and 255 steps of 1/255 (as float32: 1 + 6e-8), nothing in between
         assert np.all((np.abs(spikes) < 1e-6) | (np.abs(spikes - 1) < 1e-6)) and np.any(spikes > 0.5)
 
@@ -193,9 +192,8 @@ def test_integer_membrane_runs_exactly_in_int8_and_in_tflite_micro(grid_eye_mcu)
     # per LIF layer and step: the current's ROUND, and after step 1 the leak's
     assert pinned["round_ops"] == 3 * (4 + 3) and pinned["identity_rounds_dropped"] == pinned["round_ops"]
     assert pinned["max_non_integer"] == 0.0 and pinned["samples_checked"] > 0
-    ev = np.load(out / "eval.npz")
-    ops, values = _int8_tensors(out / "model.int8.tflite", ev["x"][1])
-    details = values["details"]
+    runner, ops, values = _op_tensors(out / "model.int8.tflite", out, 2)
+    details = {t["index"]: t for t in runner.interp.get_tensor_details()}
     assert not [op for op in ops if op["op_name"] == "ROUND"]  # exact identities, dropped
     # every membrane ADD/SUB (scale 1, zero point 0) computes its exact integer result
     checked = 0
@@ -205,9 +203,10 @@ def test_integer_membrane_runs_exactly_in_int8_and_in_tflite_micro(grid_eye_mcu)
         scale, zero = details[op["outputs"][0]]["quantization"]
         if scale != 1.0 or zero != 0:
             continue
-        a, b = (values[i] for i in op["inputs"])
+        # values over the samples; a scalar constant stacks to (samples,): align it with the tensor
+        got = values[op["outputs"][0]][1]
+        a, b = (v.reshape(v.shape + (1,) * (got.ndim - v.ndim)) for v in (values[i][1] for i in op["inputs"]))
         expected = a + b if op["op_name"] == "ADD" else a - b
-        got = values[op["outputs"][0]]
         # (a constant such as K = 16 dequantizes to 16 + 1e-6 in float32: compare to that precision)
         err = float(np.abs(got - np.clip(expected, -128, 127)).max())
         assert err < 1e-4, (op["op_name"], op["outputs"], err)
@@ -232,10 +231,11 @@ def exact_eye_local(tmp_path_factory) -> tuple[Path, object]:
 
 def test_int8_exact_student_agrees_with_float_up_to_the_last_rounding(exact_eye_local) -> None:
     """Converted with the default limits (98 % agreement, 1 point). Run op by op with TFLite's
-    reference kernels, the int8 model reaches the readout with the float model's spike rates
-    exactly on most samples, and its logits then differ by the output's own rounding only."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
+    reference kernels, the int8 model computes the float model's spikes (a moved spike comes
+    only from a current within the int32 bias rounding of a half step: measured 0.07 % of a
+    map, 0.26 % at most, on a briefly trained student, against 5-8 % in the last layer without
+    int8_exact); where no spike moved, the readout's input is the float one exactly and the
+    logits differ by the output's own rounding only."""
     out, done = exact_eye_local
     assert done.returncode == 0, done.stderr[-3000:]
     hops = {h["target"]: h for h in json.loads((out / "parity.json").read_text())["hops"]}
@@ -244,38 +244,25 @@ def test_int8_exact_student_agrees_with_float_up_to_the_last_rounding(exact_eye_
     # the three ROUNDs per LIF layer and step plus the input's one, all dropped as identities
     assert pinned["round_ops"] == 3 * (4 + 3) + 1 == pinned["identity_rounds_dropped"]
 
-    def run(path: Path, resolver) -> tuple[Any, list[dict[str, np.ndarray]]]:
-        interp = Interpreter(str(path), experimental_preserve_all_tensors=True, experimental_op_resolver_type=resolver)
-        interp.allocate_tensors()
-        d = interp.get_input_details()[0]
-        tensors = []
-        for x in np.load(out / "eval.npz")["x"][:16]:
-            scale, zero = d["quantization"]
-            v = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8) if scale else x
-            interp.set_tensor(d["index"], v.reshape(d["shape"]).astype(d["dtype"]))
-            interp.invoke()
-            values = {}
-            for t in interp.get_tensor_details():
-                try:
-                    a = interp.get_tensor(t["index"]).astype(np.float64)
-                except ValueError:
-                    continue
-                s_, z_ = t["quantization"]
-                values[t["name"]] = (a - z_) * s_ if t["dtype"] == np.int8 and s_ else a
-            tensors.append(values)
-        return interp, tensors
-
-    q_interp, q = run(out / "model.int8.tflite", OpResolverType.BUILTIN_REF)
-    _, f = run(out / "model.fp32.tflite", OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)  # has ROUND
-    assert q_interp.get_input_details()[0]["quantization"] == (1 / 128, 0)  # the model's grid, not calibrated
-    details = {t["index"]: t for t in q_interp.get_tensor_details()}
-    fc = [op for op in q_interp._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+    n = 40
+    runner, ops, q_values = _op_tensors(out / "model.int8.tflite", out, n)
+    _, _, f_values = _op_tensors(out / "model.fp32.tflite", out, n)
+    q = {name: arr for name, arr in q_values.values()}
+    f = {name: arr for name, arr in f_values.values()}
+    assert runner.inputs["frames"]["quantization"] == (1 / 128, 0)  # the model's grid, not calibrated
+    details = {t["index"]: t for t in runner.interp.get_tensor_details()}
+    fc = [op for op in ops if op["op_name"] == "FULLY_CONNECTED"]
     assert len(fc) == 1  # one FC on the summed spike rates
     rates, logits = details[fc[0]["inputs"][0]]["name"], details[fc[0]["outputs"][0]]["name"]
     step = details[fc[0]["outputs"][0]]["quantization"][0]
-    exact = [i for i in range(len(q)) if np.array_equal(q[i][rates], f[i][rates])]
-    assert len(exact) >= 14, len(exact)
-    assert all(np.abs(q[i][logits] - f[i][logits]).max() <= 1.01 * step for i in exact)
+    spike_maps = [details[op["outputs"][0]]["name"] for op in ops if op["op_name"] == "FLOOR"]
+    assert len(spike_maps) == 3 * 4
+    for name in spike_maps:
+        moved = float(np.mean(q[name] != f[name]))
+        assert moved < 0.01, (name, moved)
+    exact = [i for i in range(n) if np.array_equal(q[rates][i], f[rates][i])]
+    assert len(exact) >= n // 2, len(exact)
+    assert all(np.abs(q[logits][i] - f[logits][i]).max() <= 1.01 * step for i in exact)
 
 
 def test_int8_exact_student_runs_bit_exact_in_the_c_firmware(exact_eye_local, host_cc, tmp_path: Path) -> None:
