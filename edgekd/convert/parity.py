@@ -237,8 +237,8 @@ def failure_error(hop: HopResult, parity_path: Path) -> ParityError:
                     f"(firing {100 * worst_flip['firing_rate']:.1f} %), {100 * flips[0]['flip_rate']:.2f} % at the first spiking layer")
     hint = f"see {parity_path}"
     if flips:
-        hint += ("; for spiking students, train the eye student with int8_exact = true and an integer membrane "
-                 "(lif.membrane_grid; its int8 model then computes the float one), or otherwise with "
+        hint += ("; for spiking students (eye-snn, skeleton-sgn), train with int8_exact = true and an integer "
+                 "membrane (lif.membrane_grid, reset 'subtract'; its int8 model then computes the float one), or with "
                  "lif.current_clamp and the 'logit_margin' loss term for near-ties, see docs/int8-spiking.md")
     if hop.kind == "quantized":
         hint += ("; more or more representative calibration samples, per-channel quantization, or keeping "

@@ -26,11 +26,16 @@ the clamp's outputs) scale threshold / K, the reset product [0, K] and the Heavi
 scale 1/1024. Then the int8 ADD/SUB/MUL/ROUND on the path are exact, the leak rounds once as in
 torch, and the current is rounded once, by the convolution's own requantization.
 
-A model that computes what int8 computes end to end (eye-snn `int8_exact`, edgekd.models.int8)
-adds two more: its input, rounded in the model to steps of 1/128 (x * 128 -> ROUND, the same
-pattern as a current), pinned with everything that carries it unchanged to the first
-convolution (clamp, shape ops, the frame differences' SUB, CONCATENATION); and the readout, the
-MEAN of a spike map (k / n for n values) summed over the steps, pinned to steps of 1/n.
+A model that computes what int8 computes end to end (`int8_exact` eye and skeleton students,
+edgekd.models.int8) adds more. Its input and the activations it puts on a grid of its own
+(skeleton: the currents it adds, the graph mix; both: the logits) are rounded in the model as
+x -> clamp -> MUL(levels) -> ROUND -> MUL(1 / levels), the same pattern as a current: the tensor
+feeding the clamp is pinned to steps of 1 / levels (its producer's requantization rounds as torch
+rounds) and the grid carried forward through shape ops, CONCATENATION, ADD/SUB of equal grids,
+clamps to whole steps, MUL by a positive constant and MUL of a grid by spikes. The MEANs of spike
+maps (the readout's spike rates, the attention's means over joints: k / n for n values) are
+pinned to steps of 1 / n; spikes stay spikes through shape ops, max pooling, CONCATENATION, the
+product of two spike maps and a CONV_2D that only copies channels (the attention's pairing).
 
 The tensors are found from the graph's structure (FLOOR for spikes, ROUND ops mark the grid), and
 checked with data: the float model is run on calibration samples and every tensor on a grid must
@@ -64,6 +69,7 @@ class PinReport:
     spike_tensors: list[int] = field(default_factory=list)
     ranges: dict[int, tuple[float, float]] = field(default_factory=dict)  # tensor index -> (min, max)
     grid: dict[int, tuple[float, bool]] = field(default_factory=dict)  # tensor -> (step, signed)
+    binary: set[int] = field(default_factory=set)  # spike maps after the Heaviside's + 1, and their copies
     max_non_integer: float = 0.0
     samples_checked: int = 0
 
@@ -150,7 +156,7 @@ class _Graph:
         return bytes(builder.Output())
 
 
-def find_spiking_ranges(graph: _Graph, integer_membrane: bool, exact_readout: bool = False) -> PinReport:
+def find_spiking_ranges(graph: _Graph, integer_membrane: bool, int8_exact: bool = False) -> PinReport:
     """The ranges to pin (module doc), from the structure of a calibrated float model.
 
     A tensor on a grid holds whole multiples of its step q: signed grids span [-128 q, 127 q],
@@ -195,13 +201,24 @@ def find_spiking_ranges(graph: _Graph, integer_membrane: bool, exact_readout: bo
             tensors, scalars = graph.split_const(i)
             if not tensors:
                 continue
-            if name in SHAPE_OPS + ("MAX_POOL_2D",) and all(t in binary for t in tensors):
+            spikes_in = all(t in binary for t in tensors)
+            if (spikes_in and name in SHAPE_OPS + ("MAX_POOL_2D", "CONCATENATION", "MUL")
+                    and (name != "MUL" or len(tensors) == 2)) \
+                    or (name == "CONV_2D" and tensors[0] in binary and _copies_channels(graph, i)):
                 binary.add(out)
                 ranges[out] = (0.0, 1.0)
                 changed = True
-            elif name == "MEAN" and tensors[0] in binary and exact_readout:
-                # only for int8_exact's readout: on these exact values TFLite Micro's FULLY_CONNECTED
-                # rounds some logits differently from the reference kernels (per-step FCs included)
+            elif name == "MUL" and len(tensors) == 2 and not scalars and any(t in binary for t in tensors) \
+                    and any(t in grid for t in tensors):
+                put(out, *grid[next(t for t in tensors if t in grid)])  # spikes gate grid values
+                changed = True
+            elif name in CLAMP_OPS and len(tensors) == 1 and tensors[0] in grid and _on_grid(scalars, grid[tensors[0]][0]):
+                put(out, *grid[tensors[0]])  # a clamp to whole steps keeps the grid
+                changed = True
+            elif name == "MEAN" and tensors[0] in binary and int8_exact:
+                # int8_exact models only: on these exact values TFLite Micro's FULLY_CONNECTED rounds
+                # some logits differently from the reference kernels (a plain integer membrane's
+                # per-step FCs included), so other models keep the calibrated range
                 size_in = int(np.prod(graph.sg.tensors[tensors[0]].shape))
                 size_out = int(np.prod(graph.sg.tensors[out].shape))
                 put(out, size_out / size_in, signed=False)  # k / n: n binary values averaged
@@ -256,7 +273,27 @@ def find_spiking_ranges(graph: _Graph, integer_membrane: bool, exact_readout: bo
                 break
             t = inner[0]
     report.grid = grid
+    report.binary = binary
     return report
+
+
+def _on_grid(values: Iterable[float], q: float) -> bool:
+    return all(abs(v / q - round(v / q)) <= 1e-4 for v in values)
+
+
+def _copies_channels(graph: _Graph, i: int) -> bool:
+    """Op i (CONV_2D) only copies input channels: a 1x1 filter with one 1 per output channel, else
+    zeros, and no bias (spiking attention's pairing of features): spikes in, spikes out."""
+    op = graph.op(i)
+    inputs = [int(t) for t in op.inputs]
+    weight = graph.constant(inputs[1]) if len(inputs) > 1 else None
+    if weight is None or tuple(graph.sg.tensors[inputs[1]].shape[1:3]) != (1, 1):
+        return False
+    rows = weight.reshape(int(graph.sg.tensors[inputs[1]].shape[0]), -1)
+    if not np.all((rows == 0.0) | (rows == 1.0)) or not np.all(rows.sum(axis=1) == 1.0):
+        return False
+    bias = graph.constant(inputs[2]) if len(inputs) > 2 and inputs[2] >= 0 else None
+    return bias is None or not np.any(bias)
 
 
 def check_values(raw: bytes, report: PinReport, samples: Iterable[Mapping[str, np.ndarray]]) -> None:
@@ -277,6 +314,13 @@ def check_values(raw: bytes, report: PinReport, samples: Iterable[Mapping[str, n
                 raise ConversionError(f"spiking student: FLOOR output '{_Graph(raw).tensor_name(t)}' holds values other "
                                       f"than -1 and 0 (range {float(v.min()):g}..{float(v.max()):g})",
                                       hint="FLOOR should appear only in the exported Heaviside (edgekd.models.neurons)")
+        for t in report.binary:
+            v = interp.get_tensor(t)
+            if v.size and not np.all((v == 0.0) | (v == 1.0)):
+                raise ConversionError(f"spiking student: tensor '{_Graph(raw).tensor_name(t)}' should hold spikes (0 or 1) "
+                                      f"but ranges {float(v.min()):g}..{float(v.max()):g} on calibration data",
+                                      hint="the graph is not the pattern edgekd.convert.spiking_ranges expects; "
+                                      "report the model")
         for t, (q, _) in report.grid.items():
             v = interp.get_tensor(t) / q
             dist = float(np.max(np.abs(v - np.round(v)))) if v.size else 0.0
@@ -292,11 +336,11 @@ def check_values(raw: bytes, report: PinReport, samples: Iterable[Mapping[str, n
 
 
 def pin_spiking_ranges(calibrated: bytes, samples: Iterable[Mapping[str, np.ndarray]] = (),
-                       integer_membrane: bool = False, exact_readout: bool = False) -> tuple[bytes, PinReport]:
+                       integer_membrane: bool = False, int8_exact: bool = False) -> tuple[bytes, PinReport]:
     """The calibrated model with the spike maps' (for integer membranes also the membrane path's,
     and for int8_exact models the readout's) ranges pinned (module doc), and what was done."""
     graph = _Graph(calibrated)
-    report = find_spiking_ranges(graph, integer_membrane, exact_readout)
+    report = find_spiking_ranges(graph, integer_membrane, int8_exact)
     if integer_membrane and report.round_ops == 0:
         raise ConversionError("integer LIF: the model has no ROUND op, so no membrane grid to pin",
                               hint="the student's LIF layers need lif.membrane_grid > 0")

@@ -107,7 +107,7 @@ def _quantize_spiking(conv: Any, representative: Any, per_channel: bool, kind: s
     calibrated = conv.convert()
     samples = itertools.islice(representative(), 32)
     pinned, report = pin_spiking_ranges(calibrated, samples, integer_membrane=kind in ("integer", "exact"),
-                                        exact_readout=kind == "exact")
+                                        int8_exact=kind == "exact")
     model = tf_convert.mlir_quantize(pinned, disable_per_channel=not per_channel, input_data_type=tf.int8,
                                      output_data_type=tf.int8)
     model, dropped = drop_identity_rounds(model)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from edgekd.errors import ConfigError, did_you_mean
-from edgekd.models.int8 import Int8Conv2d, Int8Linear, grid_input
+from edgekd.models.int8 import SPIKE_SCALE, Int8Conv2d, Int8ConvBN, Int8Linear, check_levels, grid_input, grid_value
 from edgekd.models.neurons import LIF, LIFParams, unbind_steps
 
 SeqT = Tensor | list[Tensor]
@@ -107,19 +107,28 @@ def _split_time(x: Tensor, in_channels: int, export: bool) -> SeqT:
 
 
 class SpikingConvStack(nn.Module):
-    """conv3x3 -> norm -> LIF -> maxpool(2), per channel count; time along dim 1."""
+    """conv3x3 -> norm -> LIF -> maxpool(2), per channel count; time along dim 1.
+
+    `input_scale` > 0 (int8_exact; the int8 scale of the first layer's input, norm "batch"): each
+    conv and its BN are one Int8ConvBN (edgekd.models.int8), later layers reading spike maps."""
 
     def __init__(self, in_channels: int, channels: Sequence[int], lif: LIFParams, norm: str = "batch",
-                 conv: type[nn.Conv2d] = nn.Conv2d):
+                 input_scale: float = 0.0):
         super().__init__()
         blocks = []
         prev = in_channels
-        for c in channels:
+        for i, c in enumerate(channels):
+            if input_scale:
+                conv: nn.Module = Int8ConvBN(Int8Conv2d(prev, c, 3, padding=1, bias=False), nn.BatchNorm2d(c),
+                                             input_scale if i == 0 else SPIKE_SCALE)
+                normed: nn.Module = nn.Identity()
+            else:
+                conv, normed = nn.Conv2d(prev, c, 3, padding=1, bias=norm == "none"), _norm2d(norm, c)
             blocks.append(
                 nn.ModuleDict(
                     {
-                        "conv": conv(prev, c, 3, padding=1, bias=norm == "none"),
-                        "norm": _norm2d(norm, c),
+                        "conv": conv,
+                        "norm": normed,
                         "lif": LIF(lif, time_dim=1),
                         "pool": nn.MaxPool2d(2),
                     }
@@ -153,6 +162,7 @@ class EyeSNN(nn.Module):
         frame_difference: bool = True,
         onset_difference: bool = False,
         int8_exact: bool = False,
+        logit_levels: int = 4,
     ):
         super().__init__()
         if channels is None:
@@ -164,13 +174,16 @@ class EyeSNN(nn.Module):
         if int8_exact and not params.membrane_grid:
             raise ConfigError("eye-snn int8_exact needs an integer membrane (lif.membrane_grid)",
                               hint="e.g. lif = { beta = 0.6, current_clamp = 2.0, membrane_grid = 16 }")
+        if int8_exact and norm != "batch":
+            raise ConfigError(f"eye-snn int8_exact folds each BatchNorm into its conv: norm must be 'batch', got '{norm}'")
         self.in_channels = in_channels
         self.frame_difference = frame_difference
         self.onset_difference = onset_difference
         self.int8_exact = int8_exact
+        self.logit_levels = check_levels("eye-snn", "logit_levels", logit_levels)
         self.export_mode = False
         coded = in_channels * (1 + int(frame_difference) + int(onset_difference))
-        self.features = SpikingConvStack(coded, channels, params, norm, conv=Int8Conv2d if int8_exact else nn.Conv2d)
+        self.features = SpikingConvStack(coded, channels, params, norm, 1.0 / INPUT_LEVELS if int8_exact else 0.0)
         self.head = (Int8Linear if int8_exact else nn.Linear)(self.features.out_channels, num_classes)
 
     def _code(self, frames: Tensor) -> SeqT:
@@ -211,8 +224,13 @@ class EyeSNN(nn.Module):
         xs = self.features(self._code(frames))
         if self.int8_exact:
             # one FC on the spike rates summed over the steps: values k / (H W) that int8 holds
-            # exactly (edgekd.convert.spiking_ranges pins them), so only the logits are rounded
-            return self.head(seq_sum(seq_map(_global_mean, xs)))
+            # exactly (edgekd.convert.spiking_ranges pins them), its bias on int8's int32 grid; the
+            # logits on a grid of 1 / logit_levels (evaluation), which the int8 output is pinned
+            # to, so that ties between classes resolve as int8's do
+            last = xs[-1] if isinstance(xs, list) else xs
+            rates = seq_sum(seq_map(_global_mean, xs))
+            logits = self.head(rates, in_scale=1.0 / (last.shape[-1] * last.shape[-2]))
+            return logits if self.training else grid_value(logits, self.logit_levels, self.export_mode)
         # Exported, this is T fully connected layers whose int8 logits are summed. One MEAN over
         # all steps' maps and one FC (equal in float) was tried: no better agreement on one
         # student, 1.25 points lower int8 accuracy on the quickstart's (docs/int8-spiking.md).

@@ -103,3 +103,56 @@ def test_attention_export_form_equals_training_form() -> None:
         export_scores, export_attn = set_export_mode(model, True)(*xs), attn(s)
     assert (train_scores - export_scores).abs().max() <= 1e-6
     assert (train_attn - export_attn).abs().max() <= 1e-6 and train_attn.abs().max() > 0
+
+
+EXACT_LIF = {"beta": 0.6, "reset": "subtract", "surrogate": "sigmoid", "alpha": 4.0, "current_clamp": 2.0,
+             "membrane_grid": 16}
+
+
+def test_int8_exact_skeleton_student_computes_its_float_model_in_int8(tmp_path) -> None:
+    """`int8_exact` skeleton student (integer membranes, int8 weights, input and added currents on
+    model-set grids, logits on a grid) in full int8: the converter pins what the model sets, and
+    the int8 model (TFLite's default CPU kernels) gives the float model's logits exactly on
+    (nearly) every sample; spike maps and the residual stream are on their grids."""
+    import torch
+
+    from edgekd.convert.api import ConvertOptions, HeldOut, convert_model
+    from edgekd.convert.representative import Representative
+    from edgekd.convert.runtime import TFLiteRunner
+    from edgekd.models.gcn import SkeletonSGN
+    from edgekd.targets import get_target
+
+    frames, n = 4, 64
+    rng = np.random.default_rng(0)
+    xs = {m: rng.normal(0, 0.8, (n, 3, frames, JOINTS, 1)).astype(np.float32) for m in MODALITIES}
+    torch.manual_seed(0)
+    model = SkeletonSGN("ntu25", CLASSES, channels=[8, 8, 16], strides=[1, 1, 2], attention=[1], lif=EXACT_LIF,
+                        int8_exact=True)
+    with torch.no_grad():  # BN statistics of these inputs, so that every unit fires
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None
+        model.train()
+        model(*[torch.from_numpy(x[32:]) for x in xs.values()])
+        model.head.weight.mul_(20.0)  # spread the logits over many grid steps: ties would hide a mismatch
+    model.eval()
+    y = rng.integers(0, CLASSES, n)
+    held = HeldOut({m: x[:32] for m, x in xs.items()}, y[:32], [f"action{i}" for i in range(CLASSES)],
+                   {"task": "skeleton", "split": "validation", "samples": 32})
+    cal = Representative({m: x[32:] for m, x in xs.items()}, y[32:], "random skeleton sequences")
+    result = convert_model(model, held, cal, get_target("local"), tmp_path / "exact", formats=["tflite-int8"],
+                           options=ConvertOptions(min_calibration_samples=16))
+    parity = json.loads((result.out_dir / "parity.json").read_text())
+    int8 = next(h for h in parity["hops"] if h["target"] == "tflite-int8")
+    assert int8["agreement"] == 1.0, int8
+    with torch.no_grad():
+        ref = model(*[torch.from_numpy(x[:32]) for x in xs.values()]).numpy()
+    assert np.ptp(ref, axis=0).max() > 0.5  # scores that depend on the input
+    from edgekd.convert.layout import ModelIO
+
+    io = ModelIO.load(result.out_dir / "io.json")
+    got = TFLiteRunner(result.out_dir / "model.int8.tflite", io).predict({m: x[:32] for m, x in xs.items()})
+    identical = np.all(np.asarray(got).reshape(ref.shape) == ref, axis=1)
+    assert identical.mean() >= 0.9, f"{identical.sum()} of 32 samples with the float model's logits"
+    report = json.loads((result.out_dir / "calibration" / "tf_worker_result.json").read_text())["int8"]["pinned_ranges"]
+    assert report["spike_maps"] > 0 and report["grid_tensors"] > report["integer_tensors"] > 0

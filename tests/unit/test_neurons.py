@@ -314,3 +314,43 @@ def test_eye_student_int8_exact_needs_an_integer_membrane() -> None:
     ref = model(x)
     set_export_mode(model)
     assert torch.equal(model(x), ref)  # the unrolled export form computes the same
+
+
+def test_int8_conv_bn_folds_in_evaluation_with_the_bias_on_the_int32_grid() -> None:
+    """Training: conv then BN (batch statistics). Evaluation: one conv with BN folded in, its
+    weight on int8's per-channel grid and its bias on the int32 grid (input scale x weight
+    scale), i.e. the layer the converter makes and what the int8 model adds."""
+    from edgekd.models.int8 import Int8Conv2d, Int8ConvBN, int8_weight, weight_scale
+
+    torch.manual_seed(3)
+    layer = Int8ConvBN(Int8Conv2d(4, 6, 1, bias=False), torch.nn.BatchNorm2d(6), in_scale=1 / 64)
+    with torch.no_grad():
+        layer.bn.running_mean.uniform_(-1, 1)
+        layer.bn.running_var.uniform_(0.01, 2)  # large folded weights: a coarse bias grid
+        layer.bn.bias.uniform_(-1, 1)
+    x = torch.round(torch.randn(3, 4, 5, 5) * 64) / 64
+    layer.eval()
+    w, b = layer.folded()
+    steps = weight_scale(w)
+    assert torch.allclose(w / steps, torch.round(w / steps), atol=1e-3)
+    bias_steps = b / ((1 / 64) * steps.reshape(-1))
+    assert torch.allclose(bias_steps, torch.round(bias_steps), atol=1e-3)
+    reference = layer.bn(torch.nn.functional.conv2d(x, int8_weight(layer.conv.weight)))  # BN as a module
+    got = layer(x)
+    assert float((got - reference).abs().max()) <= float(steps.max()) / 64 / 2 + 1e-5  # half a bias step
+    assert not torch.equal(got, reference)  # the bias did move: the test can tell the two apart
+    layer.train()
+    out = layer(x)
+    out.sum().backward()
+    assert layer.conv.weight.grad is not None and torch.allclose(out.mean(dim=(0, 2, 3)), layer.bn.bias, atol=1e-5)
+
+
+def test_grid_value_clamps_to_the_int8_range_and_rounds_straight_through() -> None:
+    from edgekd.models.int8 import grid_value
+
+    x = torch.tensor([-20.0, -0.07, 0.03, 0.2, 9.0], requires_grad=True)
+    y = grid_value(x, 8)
+    assert torch.equal(y.detach(), torch.tensor([-16.0, -0.125, 0.0, 0.25, 9.0]))
+    assert torch.equal(grid_value(torch.tensor([40.0]), 8, export=True), torch.tensor([127 / 8]))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.tensor([0.0, 1.0, 1.0, 1.0, 1.0]))  # no gradient where clamped

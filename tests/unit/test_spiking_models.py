@@ -124,3 +124,45 @@ def test_checkpoint_round_trip_weights_only_and_wrong_architecture(tmp_path) -> 
     (tmp_path / "arch.json").write_text(json.dumps(desc))
     with pytest.raises(ArtifactError, match="does not fit architecture 'eye-snn'.*another shape"):
         load_model(tmp_path)
+
+
+EXACT_LIF = {"beta": 0.6, "reset": "subtract", "surrogate": "sigmoid", "alpha": 4.0, "current_clamp": 2.0,
+             "membrane_grid": 16}
+
+
+def test_skeleton_student_int8_exact_keeps_every_added_current_on_the_membrane_grid() -> None:
+    """int8_exact skeleton student: evaluation equals its export form; the unit outputs (the
+    residual stream) are whole steps of threshold / K inside int8's range; logits on the 1/8 grid;
+    settings int8 cannot run exactly are refused."""
+    from edgekd.models.gcn import LOGIT_LEVELS, SkeletonSGN
+
+    with pytest.raises(ConfigError, match="membrane_grid"):
+        SkeletonSGN("ntu25", 5, size="tiny", int8_exact=True)
+    with pytest.raises(ConfigError, match="persons"):
+        SkeletonSGN("ntu25", 5, size="tiny", int8_exact=True, lif=EXACT_LIF, persons=2)
+    torch.manual_seed(0)
+    model = SkeletonSGN("ntu25", 5, channels=[8, 8, 16], strides=[1, 1, 2], attention=[1], lif=EXACT_LIF,
+                        int8_exact=True)
+    xs = [torch.randn(4, 3, 8, 25, 1) for _ in range(4)]
+    model.train()
+    model(*xs).sum().backward()  # trains: straight-through rounding everywhere
+    assert model.units[1].attn.q.conv.weight.grad is not None
+    with torch.no_grad():  # BN statistics of these inputs, so that the units fire
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None
+        model(*xs)
+    model.eval()
+    streams = []
+    hooks = [u.register_forward_hook(lambda m, i, o: streams.append(o)) for u in model.units]
+    with torch.no_grad():
+        ref = model(*xs)
+        for h in hooks:
+            h.remove()
+        exported = set_export_mode(model, True)(*xs)
+    assert torch.equal(exported, ref)
+    assert torch.equal(ref * LOGIT_LEVELS, torch.round(ref * LOGIT_LEVELS))
+    for s in streams:
+        assert torch.equal(s * 16, torch.round(s * 16)) and float(s.abs().max()) <= 8.0
+    assert len({tuple(r.tolist()) for r in ref}) > 1  # the logits depend on the input
