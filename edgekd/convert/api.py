@@ -150,16 +150,16 @@ class ConvertResult:
 
 
 def spiking_kind(model: Any) -> str | None:
-    """What int8 conversion pins (edgekd.convert.spiking_ranges): None for a model without LIF
-    layers; "exact" for a model built to compute what int8 computes (`int8_exact`); "integer"
-    when a LIF layer keeps an integer membrane (lif.membrane_grid); else "spikes"."""
+    """What int8 conversion pins (edgekd.convert.spiking_ranges): "exact" for a model built to
+    compute what int8 computes (`int8_exact`, spiking or not); None for another model without LIF
+    layers; "integer" when a LIF layer keeps an integer membrane (lif.membrane_grid); else "spikes"."""
     from edgekd.models.neurons import LIF
 
+    if any(getattr(m, "int8_exact", False) for m in model.modules()):
+        return "exact"
     lifs = [m for m in model.modules() if isinstance(m, LIF)]
     if not lifs:
         return None
-    if any(getattr(m, "int8_exact", False) for m in model.modules()):
-        return "exact"
     return "integer" if any(m.params.membrane_grid for m in lifs) else "spikes"
 
 

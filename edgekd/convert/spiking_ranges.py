@@ -232,7 +232,7 @@ def find_spiking_ranges(graph: _Graph, integer_membrane: bool, int8_exact: bool 
                         if len(k) == 1:
                             ranges[t] = (min(0.0, k[0]), max(0.0, k[0]))
                 changed = True
-            elif name in MEMBRANE_OPS + ("CONCATENATION",) + SHAPE_OPS and all(t in grid for t in tensors) \
+            elif name in MEMBRANE_OPS + ("CONCATENATION", "MAX_POOL_2D") + SHAPE_OPS and all(t in grid for t in tensors) \
                     and len({grid[t][0] for t in tensors}) == 1:
                 q = grid[tensors[0]][0]
                 signed = name == "SUB" or any(grid[t][1] for t in tensors)
@@ -247,11 +247,11 @@ def find_spiking_ranges(graph: _Graph, integer_membrane: bool, int8_exact: bool 
         src = int(graph.op(i).inputs[0])
         p = graph.producer.get(src)
         if p is None or graph.op_names[p] != "MUL":
-            raise ConversionError(f"integer LIF: ROUND at tensor '{graph.tensor_name(src)}' does not follow a MUL by a "
+            raise ConversionError(f"int8 grid: ROUND at tensor '{graph.tensor_name(src)}' does not follow a MUL by a "
                                   "constant", hint="only LIF layers with membrane_grid should round in the exported graph")
         tensors, scalars = graph.split_const(p)
         if len(tensors) != 1 or len(scalars) != 1 or scalars[0] == 0:
-            raise ConversionError(f"integer LIF: the MUL before ROUND '{graph.tensor_name(src)}' is not a tensor times "
+            raise ConversionError(f"int8 grid: the MUL before ROUND '{graph.tensor_name(src)}' is not a tensor times "
                                   "a scalar")
         if tensors[0] in grid:
             continue  # the leak: beta * membrane
@@ -267,7 +267,7 @@ def find_spiking_ranges(graph: _Graph, integer_membrane: bool, int8_exact: bool 
             inner, bounds = graph.split_const(p)
             for b in bounds if graph.op_names[p] in CLAMP_OPS else []:
                 if abs(b / q - round(b / q)) > 1e-4:
-                    raise ConversionError(f"integer LIF: clamp {b:g} is not a whole number of grid steps ({q:g})",
+                    raise ConversionError(f"int8 grid: clamp {b:g} is not a whole number of grid steps ({q:g})",
                                           hint="choose current_clamp * membrane_grid / threshold to be an integer")
             if len(inner) != 1:
                 break
@@ -330,9 +330,10 @@ def check_values(raw: bytes, report: PinReport, samples: Iterable[Mapping[str, n
     report.max_non_integer = worst
     if worst > INTEGER_TOLERANCE:
         name = _Graph(raw).tensor_name(worst_t)
-        raise ConversionError(f"integer LIF: tensor '{name}' should hold whole grid steps but is {worst:.3g} steps "
-                              f"away on calibration data", hint="the membrane path is not the pattern that "
-                              "edgekd.convert.spiking_ranges pins; convert without membrane_grid, or report the model")
+        raise ConversionError(f"int8 grid: tensor '{name}' should hold whole grid steps but is {worst:.3g} steps "
+                              f"away on calibration data", hint="the graph is not the pattern that "
+                              "edgekd.convert.spiking_ranges pins; convert a model without membrane_grid/int8_exact, "
+                              "or report the model")
 
 
 def pin_spiking_ranges(calibrated: bytes, samples: Iterable[Mapping[str, np.ndarray]] = (),
@@ -342,8 +343,8 @@ def pin_spiking_ranges(calibrated: bytes, samples: Iterable[Mapping[str, np.ndar
     graph = _Graph(calibrated)
     report = find_spiking_ranges(graph, integer_membrane, int8_exact)
     if integer_membrane and report.round_ops == 0:
-        raise ConversionError("integer LIF: the model has no ROUND op, so no membrane grid to pin",
-                              hint="the student's LIF layers need lif.membrane_grid > 0")
+        raise ConversionError("int8 grid: the model has no ROUND op, so no grid to pin",
+                              hint="LIF layers need lif.membrane_grid > 0; an int8_exact model rounds in its graph")
     check_values(calibrated, report, samples)
     for t, (lo, hi) in report.ranges.items():
         graph.set_range(t, lo, hi)

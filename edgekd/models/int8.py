@@ -44,7 +44,10 @@ def int8_weight(w: Tensor) -> Tensor:
 
 def int32_bias(b: Tensor, in_scale: float, w_scale: Tensor) -> Tensor:
     """b rounded to the int32 bias grid of an int8 layer (step in_scale * weight scale, per output
-    channel), as TFLite's converter stores it; used in evaluation and export only."""
+    channel), as TFLite's converter stores it; used in evaluation and export only. An unknown input
+    scale (0: a grid not yet set by data) leaves b as it is."""
+    if in_scale <= 0:
+        return b
     step = in_scale * w_scale.reshape(-1)
     return torch.round(b / step) * step
 
@@ -67,8 +70,9 @@ class Int8ConvBN(nn.Module):
     def _weight(self) -> Tensor:
         return self.conv.weight if self.mask is None else self.conv.weight * self.mask
 
-    def folded(self) -> tuple[Tensor, Tensor]:
-        """(weight, bias) of the folded convolution, weight on int8's grid and bias on int32's."""
+    def folded(self, in_scale: float | None = None) -> tuple[Tensor, Tensor]:
+        """(weight, bias) of the folded convolution, weight on int8's grid and bias on int32's
+        (for an input of int8 scale `in_scale`, by default the constructor's)."""
         bn = self.bn
         a = torch.rsqrt(bn.running_var + bn.eps)
         if bn.weight is not None:
@@ -79,12 +83,42 @@ class Int8ConvBN(nn.Module):
             b = b + self.conv.bias * a
         if bn.bias is not None:
             b = b + bn.bias
-        return w, int32_bias(b, self.in_scale, weight_scale(w))
+        return w, int32_bias(b, self.in_scale if in_scale is None else float(in_scale), weight_scale(w))
+
+    def forward(self, x: Tensor, in_scale: float | None = None) -> Tensor:
+        """`in_scale` overrides the constructor's (an input grid set by data, ActivationGrid)."""
+        if self.training:
+            return self.bn(self.conv._conv_forward(x, int8_weight(self._weight()), self.conv.bias))
+        return self.conv._conv_forward(x, *self.folded(in_scale))
+
+
+class ActivationGrid(nn.Module):
+    """An activation on a symmetric int8 grid whose step the data sets (quantization-aware training
+    of a non-spiking student): in training the step follows a running max of |x| (step = max /
+    127, momentum `momentum`) and x is rounded onto it straight-through; in evaluation and export
+    the step is frozen, and exported as grid_value's pattern it becomes the int8 tensor's scale.
+    Before the first training batch (`levels` 0) it passes x unchanged."""
+
+    def __init__(self, momentum: float = 0.05):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("levels", torch.zeros(()))
+        self.export_mode = False
+
+    @property
+    def step(self) -> float:
+        return 1.0 / float(self.levels) if float(self.levels) > 0 else 0.0
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
-            return self.bn(self.conv._conv_forward(x, int8_weight(self._weight()), self.conv.bias))
-        return self.conv._conv_forward(x, *self.folded())
+            with torch.no_grad():
+                peak = float(x.detach().abs().amax().clamp_min(1e-6))
+                old = float(self.levels)
+                running = peak if old <= 0 else (1 - self.momentum) * (WEIGHT_LEVELS / old) + self.momentum * peak
+                self.levels.fill_(WEIGHT_LEVELS / running)
+        if float(self.levels) <= 0:
+            return x
+        return grid_value(x, float(self.levels), self.export_mode)
 
 
 class Int8Conv2d(nn.Conv2d):
@@ -121,8 +155,20 @@ def check_levels(owner: str, key: str, levels: object) -> int:
     return levels
 
 
-def grid_value(x: Tensor, levels: int, export: bool = False) -> Tensor:
+def grid_value(x: Tensor, levels: float, export: bool = False) -> Tensor:
     """round(x * levels) / levels, clamped to [-128, 127] / levels (module doc); straight-through in
     training. `export`: a plain Round, so the graph reads clamp -> MUL -> ROUND -> MUL."""
     scaled = x.clamp(-128.0 / levels, WEIGHT_LEVELS / levels) * float(levels)
     return (torch.round(scaled) if export else round_ste(scaled)) * (1.0 / levels)
+
+
+class GridSequential(nn.Sequential):
+    """nn.Sequential that tells each int8 layer (Int8Linear, Int8ConvBN) the int8 scale of its
+    input: the step of the last ActivationGrid before it, or `in_scale` for the first."""
+
+    def forward(self, x: Tensor, in_scale: float | None = None) -> Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, in_scale=in_scale) if isinstance(layer, (Int8Linear, Int8ConvBN)) else layer(x)
+            if isinstance(layer, ActivationGrid):
+                in_scale = layer.step
+        return x

@@ -23,6 +23,16 @@ Choices where the paper leaves freedom, documented here:
 - The penultimate embedding (N, D) is the output of the module `embedding` (fc1..fc3 with their
   ReLUs; D = last channels / 8, 256 for the teacher), the features that structural KD (e.g. PKDOT)
   addresses by module path; `classifier` maps it (after dropout) to the class scores.
+
+`int8_exact = true` (a student for exact full-int8 agreement, quantization-aware training): the
+float model computes what full int8 computes. Weights int8 per output channel (edgekd.models.int8),
+each BatchNorm folded into its conv in evaluation with the bias on int8's int32 grid, the image on
+a grid of 1/127, every activation (after each ReLU, the pooled means, the SE product, the
+residual sums, the logits) on a symmetric int8 grid whose step a running max sets in training
+(ActivationGrid), frozen in evaluation and export, where the converter pins each int8 tensor to
+it. Two changes of function: the squeeze-excitation gate is a hard gate, clamp(W2 h + b, 0, 1) on
+a grid of 1/127, instead of a sigmoid (TFLite fixes LOGISTIC's output grid, whose rounding the
+float model would not see), and activations keep 7 bits above zero (symmetric grids).
 """
 
 from __future__ import annotations
@@ -33,6 +43,10 @@ import torch
 from torch import Tensor, nn
 
 from edgekd.errors import ConfigError, did_you_mean
+from edgekd.models.int8 import ActivationGrid, GridSequential, Int8Conv2d, Int8ConvBN, Int8Linear, grid_input, grid_value
+
+IMAGE_LEVELS = 127  # int8_exact: the image in [0, 1] on steps of 1/127 (a symmetric int8 grid)
+GATE_LEVELS = 127  # int8_exact: the hard SE gate in [0, 1] on steps of 1/127
 
 # ResEmoteNet's channels: three plain conv blocks, then three residual blocks.
 FULL_CHANNELS: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)
@@ -114,17 +128,30 @@ def count_resemotenet_parameters(num_classes: int = 7, size: str | None = None, 
 
 
 class SqueezeExcitation(nn.Module):
-    """x * sigmoid(W2 relu(W1 mean_hw(x))): channel attention (reduction r)."""
+    """x * sigmoid(W2 relu(W1 mean_hw(x))): channel attention (reduction r). int8_exact: the hard
+    gate clamp(W2 h + b, 0, 1) and every activation on its grid (module doc); forward then takes
+    the int8 scale of x."""
 
-    def __init__(self, channels: int, reduction: int = 16):
+    def __init__(self, channels: int, reduction: int = 16, int8_exact: bool = False):
         super().__init__()
         hidden = max(1, channels // reduction)
-        self.fc = nn.Sequential(nn.Linear(channels, hidden, bias=False), nn.ReLU(),
-                                nn.Linear(hidden, channels, bias=False), nn.Sigmoid())
+        self.int8_exact = int8_exact
+        self.export_mode = False
+        if not int8_exact:
+            self.fc = nn.Sequential(nn.Linear(channels, hidden, bias=False), nn.ReLU(),
+                                    nn.Linear(hidden, channels, bias=False), nn.Sigmoid())
+            return
+        gate = Int8Linear(hidden, channels)
+        nn.init.constant_(gate.bias, 0.5)  # starts where a sigmoid gate starts
+        self.fc = GridSequential(ActivationGrid(), Int8Linear(channels, hidden, bias=False), nn.ReLU(), ActivationGrid(),
+                                 gate)
+        self.out_grid = ActivationGrid()
 
-    def forward(self, x: Tensor) -> Tensor:
-        scale = self.fc(x.mean(dim=(-2, -1)))
-        return x * scale[:, :, None, None]
+    def forward(self, x: Tensor, in_scale: float | None = None) -> Tensor:
+        if not self.int8_exact:
+            return x * self.fc(x.mean(dim=(-2, -1)))[:, :, None, None]
+        gate = grid_value(self.fc(x.mean(dim=(-2, -1))).clamp(0.0, 1.0), GATE_LEVELS, self.export_mode)
+        return self.out_grid(x * gate[:, :, None, None])
 
 
 def _conv3x3(cin: int, cout: int, stride: int, separable: bool) -> nn.Module:
@@ -135,22 +162,50 @@ def _conv3x3(cin: int, cout: int, stride: int, separable: bool) -> nn.Module:
                          nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, 1, bias=False))
 
 
-class ResidualBlock(nn.Module):
-    """Basic block: conv3x3(stride)-BN-ReLU-conv3x3-BN + 1x1 projection shortcut, then ReLU."""
+def _int8_conv3x3_bn(cin: int, cout: int, stride: int, separable: bool) -> GridSequential:
+    """_conv3x3 and the BN after it for int8_exact: folded int8 convs, the depthwise output on a grid."""
+    if not separable:
+        return GridSequential(Int8ConvBN(Int8Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), 0.0))
+    return GridSequential(Int8ConvBN(Int8Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), 0.0),
+                          nn.ReLU(), ActivationGrid(),
+                          Int8ConvBN(Int8Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), 0.0))
 
-    def __init__(self, cin: int, cout: int, stride: int = 2, separable: bool = False):
+
+class ResidualBlock(nn.Module):
+    """Basic block: conv3x3(stride)-BN-ReLU-conv3x3-BN + 1x1 projection shortcut, then ReLU.
+    int8_exact: each conv-BN one folded int8 conv (conv1/conv2 hold their BN; bn1/bn2 are
+    identities), the branch outputs and their sum on one grid (exact int8 ADD), the sum saturating
+    where int8 does; forward then takes the int8 scale of x."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 2, separable: bool = False, int8_exact: bool = False):
         super().__init__()
+        self.int8_exact = int8_exact
+        self.relu = nn.ReLU()
+        if int8_exact:
+            self.conv1: nn.Module = _int8_conv3x3_bn(cin, cout, stride, separable)
+            self.conv1.append(nn.ReLU())
+            self.conv1.append(ActivationGrid())
+            self.bn1: nn.Module = nn.Identity()
+            self.conv2: nn.Module = _int8_conv3x3_bn(cout, cout, 1, separable)
+            self.bn2: nn.Module = nn.Identity()
+            self.shortcut: nn.Module = GridSequential(
+                Int8ConvBN(Int8Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout), 0.0))
+            self.sum_grid = ActivationGrid()
+            return
         self.conv1 = _conv3x3(cin, cout, stride, separable)
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = _conv3x3(cout, cout, 1, separable)
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
-        self.relu = nn.ReLU()
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + self.shortcut(x))
+    def forward(self, x: Tensor, in_scale: float | None = None) -> Tensor:
+        if not self.int8_exact:
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            return self.relu(out + self.shortcut(x))
+        out = self.conv2(self.conv1(x, in_scale=in_scale), in_scale=self.conv1[-1].step)
+        total = self.sum_grid(out) + self.sum_grid(self.shortcut(x, in_scale=in_scale))
+        return self.relu(total).clamp(max=127.0 * self.sum_grid.step if self.sum_grid.step else float("inf"))
 
 
 class ResEmoteNet(nn.Module):
@@ -167,6 +222,7 @@ class ResEmoteNet(nn.Module):
         separable: bool | None = None,
         se_reduction: int = 16,
         dropout: Sequence[float] | None = None,
+        int8_exact: bool = False,
     ):
         super().__init__()
         ch, sep = resolve_channels(size, width, channels, separable)
@@ -177,34 +233,53 @@ class ResEmoteNet(nn.Module):
                               hint="(after the first two conv blocks, in the head); ResEmoteNet uses [0.2, 0.5]")
         self.dropout_rates = tuple(float(p) for p in dropout)
         self.channels, self.separable = ch, sep
+        self.int8_exact = int8_exact
+        self.export_mode = False
+        linear = Int8Linear if int8_exact else nn.Linear
         stem: list[nn.Module] = []
         prev = 1  # grayscale; see the module docstring
         for i, c in enumerate(ch[:3]):
-            stem += [nn.Conv2d(prev, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
+            if int8_exact:
+                stem += [Int8ConvBN(Int8Conv2d(prev, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), 0.0), nn.ReLU(),
+                         ActivationGrid(), nn.MaxPool2d(2)]
+            else:
+                stem += [nn.Conv2d(prev, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d(2)]
             if i < 2:
                 stem.append(nn.Dropout(dropout[0]))
             prev = c
-        self.stem = nn.Sequential(*stem)
-        self.se = SqueezeExcitation(prev, se_reduction)
+        self.stem = GridSequential(*stem) if int8_exact else nn.Sequential(*stem)
+        self.se = SqueezeExcitation(prev, se_reduction, int8_exact)
         blocks = []
         for c in ch[3:]:
-            blocks.append(ResidualBlock(prev, c, 2, sep))
+            blocks.append(ResidualBlock(prev, c, 2, sep, int8_exact))
             prev = c
         self.blocks = nn.Sequential(*blocks)
-        head: list[nn.Module] = []
+        head: list[nn.Module] = [ActivationGrid()] if int8_exact else []  # the pooled means
         for i, d in enumerate((prev // 2, prev // 4, prev // 8)):
             if i:
                 head.append(nn.Dropout(dropout[1]))
-            head += [nn.Linear(prev, d), nn.ReLU()]
+            head += [linear(prev, d), nn.ReLU()] + ([ActivationGrid()] if int8_exact else [])
             prev = d
-        self.embedding = nn.Sequential(*head)  # (N, D): the penultimate features
+        # (N, D): the penultimate features
+        self.embedding = GridSequential(*head) if int8_exact else nn.Sequential(*head)
         self.embedding_dim = prev
         self.dropout = nn.Dropout(dropout[1])
-        self.classifier = nn.Linear(prev, num_classes)
+        self.classifier = linear(prev, num_classes)
+        if int8_exact:
+            self.logit_grid = ActivationGrid()
 
     def forward(self, image: Tensor) -> Tensor:
         if not torch.jit.is_tracing() and (image.dim() != 4 or image.shape[1] != 1):
             raise ConfigError(f"face-resemotenet expects images (N, 1, H, W), got {tuple(image.shape)}",
                               hint="face images are one grayscale channel in [0, 1]")
-        x = self.blocks(self.se(self.stem(image)))
-        return self.classifier(self.dropout(self.embedding(x.mean(dim=(-2, -1)))))
+        if not self.int8_exact:
+            x = self.blocks(self.se(self.stem(image)))
+            return self.classifier(self.dropout(self.embedding(x.mean(dim=(-2, -1)))))
+        x = self.stem(grid_input(image, IMAGE_LEVELS), in_scale=1.0 / IMAGE_LEVELS)
+        x = self.se(x)
+        scale = self.se.out_grid.step
+        for block in self.blocks:
+            x = block(x, in_scale=scale)
+            scale = block.sum_grid.step
+        features = self.embedding(x.mean(dim=(-2, -1)))
+        return self.logit_grid(self.classifier(self.dropout(features), in_scale=self.embedding[-1].step))

@@ -65,3 +65,39 @@ def test_face_student_converts_to_full_int8_within_limits(face_run: Path, local_
     ops = json.loads((out / "ops.json").read_text())["files"]["tflite-int8"]["op_counts"]
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "MUL"} <= set(ops)
     assert set(ops) <= set(SUPPORTED_OPS), set(ops) - set(SUPPORTED_OPS)
+
+
+def test_int8_exact_face_student_computes_its_float_model_in_int8(tmp_path: Path) -> None:
+    """The tiny face student with `int8_exact` (quantization-aware: int8 weights, folded BN with
+    int32 biases, every activation on a grid its running max sets, hard SE gate): its full-int8
+    model (TFLite's default CPU kernels) gives the float model's logits exactly on (nearly)
+    every validation face, so agreement is 100 % even for this unsure, briefly trained student
+    whose plain int8 conversion loses about one decision in six (module doc)."""
+    import numpy as np
+
+    from edgekd.convert.layout import ModelIO
+    from edgekd.convert.runtime import TFLiteRunner
+    from edgekd.distill.api import train_recipe
+
+    run = tmp_path / "face-exact"
+    train_recipe("face-mini-resemotenet", ["train.epochs=6", "train.lr=0.003",
+                                           'student.params={size="tiny", int8_exact=true}'],
+                 out=run, model="student", progress=False, log=lambda _m: None)
+    done = run_cli("convert", os.path.relpath(run, REPO), "--target", "local", "--formats", "tflite-int8", "--json",
+                   timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = (REPO / json.loads(done.stdout)["out"]).resolve()
+    int8 = next(h for h in json.loads((out / "parity.json").read_text())["hops"] if h["target"] == "tflite-int8")
+    assert int8["agreement"] == 1.0 and int8["accuracy_source"] > 0.25, int8
+    pinned = json.loads((out / "calibration" / "tf_worker_result.json").read_text())["int8"]["pinned_ranges"]
+    # one ROUND per grid: the image, 3 stem maps, SE (mean, hidden, gate, product), per residual
+    # block 2 depthwise outputs, conv1's output and both branches, the pooled means, 3 head layers, logits
+    assert pinned["round_ops"] == pinned["identity_rounds_dropped"] == 1 + 3 + 4 + 3 * 5 + 1 + 3 + 1
+    ev = np.load(out / "eval.npz")
+    io = ModelIO.load(out / "io.json")
+    faces = {"image": np.transpose(ev["x"], np.argsort(io.inputs[0].tflite_perm))}  # eval.npz: the device's layout
+    fp32 = np.asarray(TFLiteRunner(out / "model.fp32.tflite", io).predict(faces))
+    got = np.asarray(TFLiteRunner(out / "model.int8.tflite", io).predict(faces))
+    # the same grid steps (the logit grid's step is not a power of two: float noise of 1e-7 only)
+    identical = np.all(np.abs(got - fp32) <= 1e-4, axis=1)
+    assert identical.mean() >= 0.9, f"{identical.sum()} of {len(identical)} faces with the float model's logits"

@@ -170,3 +170,31 @@ def test_recipe_trains_teacher_and_distills_students(tmp_path, capsys) -> None:
     assert reloaded(torch.rand(2, 1, 32, 32)).shape == (2, 7)
     history = [json.loads(line) for line in (student_dir / "metrics.jsonl").read_text().splitlines()]
     assert {"loss_ce", "loss_kd"} <= set(history[0])
+
+
+def test_int8_exact_face_student_puts_every_activation_on_a_grid_set_by_data() -> None:
+    """int8_exact: before training the grids pass values through; a training batch sets each
+    grid's step from the activations' running max; evaluation equals the export form, and the
+    logits are whole steps of the logit grid."""
+    import torch
+
+    from edgekd.models.int8 import ActivationGrid
+    from edgekd.models.neurons import set_export_mode
+    from edgekd.models.resemotenet import ResEmoteNet
+
+    torch.manual_seed(0)
+    model = ResEmoteNet(7, size="tiny", int8_exact=True)
+    grids = [m for m in model.modules() if isinstance(m, ActivationGrid)]
+    assert len(grids) == 3 + 3 + 3 * 4 + 1 + 3 + 1 and all(g.step == 0.0 for g in grids)
+    x = torch.rand(6, 1, 48, 48)
+    model.train()
+    model(x).sum().backward()
+    assert all(g.step > 0 for g in grids)
+    assert model.classifier.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+        exported = set_export_mode(model, True)(x)
+    assert torch.equal(exported, ref)
+    steps = ref / model.logit_grid.step
+    assert torch.allclose(steps, torch.round(steps), atol=1e-3) and float(ref.std()) > 0
