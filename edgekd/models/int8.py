@@ -111,11 +111,12 @@ class ActivationGrid(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
-            with torch.no_grad():
-                peak = float(x.detach().abs().amax().clamp_min(1e-6))
-                old = float(self.levels)
-                running = peak if old <= 0 else (1 - self.momentum) * (WEIGHT_LEVELS / old) + self.momentum * peak
-                self.levels.fill_(WEIGHT_LEVELS / running)
+            with torch.no_grad():  # tensor ops only: no device sync per batch
+                peak = x.detach().abs().amax().clamp_min(1e-6)
+                old_max = WEIGHT_LEVELS / self.levels.clamp_min(1e-12)
+                running = torch.where(self.levels > 0, (1 - self.momentum) * old_max + self.momentum * peak, peak)
+                self.levels.copy_(WEIGHT_LEVELS / running)
+            return grid_value(x, self.levels.clone(), False)  # a copy: a second call updates levels in place
         if float(self.levels) <= 0:
             return x
         return grid_value(x, float(self.levels), self.export_mode)
@@ -155,10 +156,10 @@ def check_levels(owner: str, key: str, levels: object) -> int:
     return levels
 
 
-def grid_value(x: Tensor, levels: float, export: bool = False) -> Tensor:
+def grid_value(x: Tensor, levels: float | Tensor, export: bool = False) -> Tensor:
     """round(x * levels) / levels, clamped to [-128, 127] / levels (module doc); straight-through in
     training. `export`: a plain Round, so the graph reads clamp -> MUL -> ROUND -> MUL."""
-    scaled = x.clamp(-128.0 / levels, WEIGHT_LEVELS / levels) * float(levels)
+    scaled = x.clamp(-128.0 / levels, WEIGHT_LEVELS / levels) * levels
     return (torch.round(scaled) if export else round_ste(scaled)) * (1.0 / levels)
 
 

@@ -129,8 +129,7 @@ def count_resemotenet_parameters(num_classes: int = 7, size: str | None = None, 
 
 class SqueezeExcitation(nn.Module):
     """x * sigmoid(W2 relu(W1 mean_hw(x))): channel attention (reduction r). int8_exact: the hard
-    gate clamp(W2 h + b, 0, 1) and every activation on its grid (module doc); forward then takes
-    the int8 scale of x."""
+    gate clamp(W2 h + b, 0, 1) and every activation on its grid (module doc)."""
 
     def __init__(self, channels: int, reduction: int = 16, int8_exact: bool = False):
         super().__init__()
@@ -147,7 +146,7 @@ class SqueezeExcitation(nn.Module):
                                  gate)
         self.out_grid = ActivationGrid()
 
-    def forward(self, x: Tensor, in_scale: float | None = None) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor:
         if not self.int8_exact:
             return x * self.fc(x.mean(dim=(-2, -1)))[:, :, None, None]
         gate = grid_value(self.fc(x.mean(dim=(-2, -1))).clamp(0.0, 1.0), GATE_LEVELS, self.export_mode)
