@@ -26,9 +26,10 @@ the clamp's outputs) scale threshold / K, the reset product [0, K] and the Heavi
 scale 1/1024. Then the int8 ADD/SUB/MUL/ROUND on the path are exact, the leak rounds once as in
 torch, and the current is rounded once, by the convolution's own requantization.
 
-A model that computes what int8 computes end to end (`int8_exact` eye and skeleton students,
-edgekd.models.int8) adds more. Its input and the activations it puts on a grid of its own
-(skeleton: the currents it adds, the graph mix; both: the logits) are rounded in the model as
+A model that computes what int8 computes end to end (`int8_exact` eye, skeleton and face
+students, edgekd.models.int8; the face student has no spikes) adds more. Its input and the
+activations it puts on a grid of its own (skeleton: the currents it adds, the graph mix; face:
+every activation, on grids its training set; all: the logits) are rounded in the model as
 x -> clamp -> MUL(levels) -> ROUND -> MUL(1 / levels), the same pattern as a current: the tensor
 feeding the clamp is pinned to steps of 1 / levels (its producer's requantization rounds as torch
 rounds) and the grid carried forward through shape ops, CONCATENATION, ADD/SUB of equal grids,
