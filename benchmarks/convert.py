@@ -12,8 +12,11 @@ with --run TASK=DIR:
 
 Everything goes through `edgekd.convert.api.convert_model` (target `local`), the path
 `edgekd convert` runs. --quick: shorter sequences and fewer samples (same code path).
+--int8-exact: the students built to compute what int8 computes (`int8_exact`, with the integer
+membrane the spiking ones need; docs/int8-spiking.md) instead of the recipes' students.
 
     python benchmarks/convert.py --quick --out runs/benchmarks/convert.json
+    python benchmarks/convert.py --quick --int8-exact --out runs/benchmarks/convert-exact.json
 """
 
 from __future__ import annotations
@@ -36,6 +39,15 @@ STUDENTS: dict[str, dict[str, Any]] = {
                  "full": ["data.options.frames=16"]},
     "face": {"recipe": "face-mini-resemotenet", "student": {"arch": "face-resemotenet", "params": {"size": "tiny"}},
              "quick": ["data.options.samples=700"], "full": []},
+}
+# --int8-exact: the overrides that make each student int8_exact (spiking ones: integer membrane)
+EXACT_LIF = ["student.params.lif.beta=0.6", "student.params.lif.threshold=1.0", "student.params.lif.current_clamp=2.0",
+             "student.params.lif.membrane_grid=16"]
+EXACT = {
+    "eye": ["student.params.int8_exact=true", *EXACT_LIF],
+    "skeleton": ["student.params.int8_exact=true", 'student.params.lif.reset="subtract"',
+                 'student.params.lif.surrogate="sigmoid"', "student.params.lif.alpha=4.0", *EXACT_LIF],
+    "face": ["student.params.int8_exact=true"],
 }
 FORMAT_KEYS = {"onnx": "onnx", "tflite-fp32": "tflite_fp32", "tflite-fp16": "tflite_fp16",
                "tflite-dynamic-int8": "tflite_dynamic_int8", "tflite-int8": "tflite_int8"}
@@ -74,7 +86,8 @@ def from_run(run_dir: str) -> tuple[Any, Any, Any]:
     return load_model(run.model_dir), load_recipe_data(run.recipe), run.recipe
 
 
-def bench_student(task: str, quick: bool, run_dir: str | None, work: Path, log: Any) -> tuple[dict[str, float], dict[str, Any]]:
+def bench_student(task: str, quick: bool, run_dir: str | None, work: Path, log: Any,
+                  exact: bool = False) -> tuple[dict[str, float], dict[str, Any]]:
     from edgekd.config import load_recipe
     from edgekd.convert import representative as rep
     from edgekd.convert.api import ConvertOptions, convert_model, held_out_from, spiking_kind
@@ -91,10 +104,11 @@ def bench_student(task: str, quick: bool, run_dir: str | None, work: Path, log: 
     else:
         overrides = spec["quick" if quick else "full"] + [f"student.arch={spec['student']['arch']}"]
         overrides += [f"student.params.{k}={v!r}".replace("'", '"') for k, v in spec["student"]["params"].items()]
-        recipe = load_recipe(spec["recipe"], overrides)
+        recipe = load_recipe(spec["recipe"], overrides + (EXACT[task] if exact else []))
         steps = 150 if quick else 400
         model, data = train_student(recipe, steps, recipe.seed)
-        origin = f"{recipe.name} student trained {steps} steps with cross-entropy on {recipe.data.source} data"
+        origin = (f"{recipe.name} {'int8_exact ' if exact else ''}student trained {steps} steps with cross-entropy "
+                  f"on {recipe.data.source} data")
     train_s = time.perf_counter() - start
     names = list(model.input_names)
     held = held_out_from(data.validation, names, 96 if quick else 1000, recipe.seed)
@@ -155,19 +169,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", action="append", default=[], metavar="TASK=DIR",
                         help="use the trained student in this run directory for TASK instead of a brief training")
     parser.add_argument("--work", type=Path, default=None, help="keep the artifact directories here")
+    parser.add_argument("--int8-exact", action="store_true",
+                        help="train the int8_exact students (ignored for --run: the run's model is used)")
     args = parser.parse_args(argv)
     runs = dict(item.split("=", 1) for item in args.run)
     import torch
 
     torch.set_num_threads(2)
     figures: dict[str, float] = {}
-    config: dict[str, Any] = {"quick": args.quick, "target": "local", "students": {}}
+    config: dict[str, Any] = {"quick": args.quick, "int8_exact": args.int8_exact, "target": "local", "students": {}}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgekd-bench-convert-") as tmp:
         work = args.work or Path(tmp)
         for task in [t.strip() for t in args.tasks.split(",") if t.strip()]:
             print(f"== {task}", flush=True)
-            f, c = bench_student(task, args.quick, runs.get(task), work, lambda m: print(f"   {m}", flush=True))
+            f, c = bench_student(task, args.quick, runs.get(task), work, lambda m: print(f"   {m}", flush=True),
+                                 args.int8_exact)
             figures.update(f)
             config["students"][task] = c
             result = write_result(args.out, figures, config)  # after every student: partial results survive
