@@ -147,7 +147,8 @@ def bench_student(task: str, quick: bool, run_dir: str | None, work: Path, log: 
     f[f"{task}_int8_per_tensor_delta_points"] = pt_hop.accuracy_delta
     f[f"{task}_int8_within_limits"] = int(hops["tflite-int8"].ok)
     for fmt, key in FORMAT_KEYS.items():
-        f[f"{task}_bytes_{key}"] = int(Path(result.formats[fmt]).stat().st_size)
+        if fmt in result.formats:  # an int8_exact student's chain has no fp16 / dynamic-int8
+            f[f"{task}_bytes_{key}"] = int(Path(result.formats[fmt]).stat().st_size)
     f[f"{task}_bytes_tflite_int8_per_tensor"] = int(per_tensor.stat().st_size)
     f[f"{task}_seconds_convert"] = round(convert_s, 1)
     f[f"{task}_seconds_onnx2tf"] = result.seconds.get("onnx2tflite_onnx2tf", float("nan"))

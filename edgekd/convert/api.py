@@ -96,8 +96,10 @@ class Plan:
 
 
 def plan_chain(target: Any, formats: Sequence[str] | None, per_channel: bool | None,
-               recipe_per_channel: bool = True) -> Plan:
-    """Formats to make for `target` (a TargetSpec) and the TFLite modes they need."""
+               recipe_per_channel: bool = True, int8_exact: bool = False) -> Plan:
+    """Formats to make for `target` (a TargetSpec) and the TFLite modes they need. For an
+    `int8_exact` model the target's default formats leave out fp16 and dynamic-range int8 (they
+    compute its int8 grids in other arithmetic and fail its limits; asked for by name, they stay)."""
     from edgekd.targets import CPU_FALLBACK_FORMATS, ENGINE_FORMATS
 
     engine = target.runtime.engine
@@ -113,6 +115,11 @@ def plan_chain(target: Any, formats: Sequence[str] | None, per_channel: bool | N
             )
     notes: list[str] = []
     needs_int8 = any(f in ("tflite-int8", "edgetpu", "c-int8") for f in wanted)
+    inexact = [f for f in ("tflite-fp16", "tflite-dynamic-int8") if f in wanted]
+    if int8_exact and not formats and needs_int8 and inexact:
+        wanted = [f for f in wanted if f not in inexact]
+        notes.append(f"int8_exact model: {', '.join(inexact)} left out of the target's formats (they do not compute "
+                     "its int8 grids exactly); ask for them with --formats")
     if engine == "edgetpu" and needs_int8:
         if per_channel is True:
             raise UsageError(
@@ -176,7 +183,7 @@ def convert_model(model: Any, held_out: HeldOut, calibration: Any, target: Any, 
     options = options or ConvertOptions()
     log = log or (lambda _m: None)
     out_dir = Path(out_dir)
-    plan = plan_chain(target, formats, options.per_channel)
+    plan = plan_chain(target, formats, options.per_channel, int8_exact=spiking_kind(model) == "exact")
     names = [n for n in (getattr(model, "input_names", None) or held_out.inputs)]  # forward()'s order
     missing = [n for n in names if n not in held_out.inputs]
     if missing:
@@ -724,7 +731,9 @@ def convert_run(run_dir: str | Path, target: str, formats: Sequence[str] | None 
                             min_agreement=cfg.min_agreement if min_agreement is None else min_agreement,
                             float_min_within=cfg.float_min_within),
     )
-    plan = plan_chain(spec, formats, per_channel, recipe_per_channel=cfg.per_channel)
+    arch = json.loads((run.model_dir / "arch.json").read_text())  # plan before loading the model (skip check)
+    plan = plan_chain(spec, formats, per_channel, recipe_per_channel=cfg.per_channel,
+                      int8_exact=bool(arch.get("params", {}).get("int8_exact")))
     options.per_channel = plan.per_channel  # resolved once, so convert_model plans the same chain
     out_dir = Path(out) if out else default_out_dir(run.model_dir, spec.name)
     inputs: dict[str, str | Path] = {"model": run.model_dir / "model.pt", "arch": run.model_dir / "arch.json"}

@@ -166,6 +166,13 @@ def test_plan_follows_the_target_and_rejects_what_it_cannot_run() -> None:
         plan_chain(get_target("local"), ["c-int8"], None)
     with pytest.raises(UsageError, match="per-tensor"):
         plan_chain(get_target("coral-usb"), None, True)
+    # an int8_exact model: the default chain leaves out the formats that cannot compute it exactly,
+    # and says so; asked for by name they stay
+    exact = plan_chain(get_target("local"), None, None, int8_exact=True)
+    assert exact.tflite_modes == ["fp32", "int8"] and "tflite-fp16" not in exact.formats
+    assert any("int8_exact" in n and "--formats" in n for n in exact.notes)
+    named = plan_chain(get_target("local"), ["tflite-fp16", "tflite-int8"], None, int8_exact=True)
+    assert named.tflite_modes == ["fp32", "fp16", "int8"] and not named.notes
 
 
 # ---------------------------------------------------------------- Edge TPU compiler log
