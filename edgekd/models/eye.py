@@ -26,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from edgekd.errors import ConfigError, did_you_mean
-from edgekd.models.int8 import SPIKE_SCALE, Int8Conv2d, Int8ConvBN, Int8Linear, check_levels, grid_input, grid_value
+from edgekd.models.int8 import (SPIKE_SCALE, Int8Conv2d, Int8ConvBN, Int8Linear, check_levels, grid_input, grid_value,
+                                require_integer_membrane)
 from edgekd.models.neurons import LIF, LIFParams, unbind_steps
 
 SeqT = Tensor | list[Tensor]
@@ -171,9 +172,9 @@ class EyeSNN(nn.Module):
                                   hint=f"sizes: {', '.join(STUDENT_SIZES)}, or give channels = [..]")
             channels = STUDENT_SIZES[size]
         params = lif if isinstance(lif, LIFParams) else LIFParams.from_config(lif or {"beta": 0.5, "threshold": 1.0})
-        if int8_exact and not params.membrane_grid:
-            raise ConfigError("eye-snn int8_exact needs an integer membrane (lif.membrane_grid)",
-                              hint="e.g. lif = { beta = 0.6, current_clamp = 2.0, membrane_grid = 16 }")
+        if int8_exact:
+            require_integer_membrane("eye-snn", params.membrane_grid,
+                                     "e.g. lif = { beta = 0.6, current_clamp = 2.0, membrane_grid = 16 }")
         if int8_exact and norm != "batch":
             raise ConfigError(f"eye-snn int8_exact folds each BatchNorm into its conv: norm must be 'batch', got '{norm}'")
         self.in_channels = in_channels

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from edgekd.errors import ConfigError, did_you_mean
 from edgekd.models.int8 import (SPIKE_SCALE, Int8Conv2d, Int8ConvBN, Int8Linear, check_levels, grid_input, grid_value,
-                                int8_weight, int32_bias, weight_scale)
+                                bn_affine, int8_weight, int32_bias, require_integer_membrane, weight_scale)
 from edgekd.models.neurons import LIF, LIFParams
 
 MODALITIES = ("joints", "bones", "joint_motion", "bone_motion")
@@ -188,12 +188,7 @@ def _input_bn_4d(bn: nn.BatchNorm1d, x: Tensor) -> Tensor:
     broadcast as (C, 1, V) constants: MUL + ADD instead of a (N, C*V, T) reshape and back, whose
     4-D result onnx2tf would lay out by guessing from its shape."""
     _, c, _, v = x.shape
-    alpha = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        alpha = alpha * bn.weight
-    beta = -bn.running_mean * alpha
-    if bn.bias is not None:
-        beta = beta + bn.bias
+    alpha, beta = bn_affine(bn)
     return x * alpha.reshape(c, 1, v) + beta.reshape(c, 1, v)
 
 
@@ -297,9 +292,7 @@ class SpikingSelfAttention(nn.Module):
         k / V values, scale 1 / V). None: attn_bn as a module."""
         if not self.int8_exact or self.training:
             return None
-        bn = self.attn_bn
-        a = torch.rsqrt(bn.running_var + bn.eps) * bn.weight
-        b = bn.bias - bn.running_mean * a
+        a, b = bn_affine(self.attn_bn)
         return a, int32_bias(b, 1.0 / joints, weight_scale(a.reshape(-1, 1)) / self.dim)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -419,9 +412,9 @@ class SkeletonSGN(nn.Module):
         params = lif if isinstance(lif, LIFParams) else LIFParams.from_config(
             lif or {"tau": 2.0, "threshold": 1.0, "reset": "zero", "surrogate": "sigmoid", "alpha": 4.0}
         )
-        if int8_exact and not params.membrane_grid:
-            raise ConfigError("skeleton-sgn int8_exact needs an integer membrane (lif.membrane_grid)",
-                              hint='e.g. lif = { beta = 0.6, current_clamp = 2.0, membrane_grid = 16, reset = "subtract" }')
+        if int8_exact:
+            require_integer_membrane("skeleton-sgn", params.membrane_grid,
+                                     'e.g. lif = { beta = 0.6, current_clamp = 2.0, membrane_grid = 16, reset = "subtract" }')
         if int8_exact and persons != 1:
             raise ConfigError(f"skeleton-sgn int8_exact reads one person per sequence, got persons = {persons}",
                               hint="drop int8_exact, or train on one person (persons = 1)")

@@ -42,6 +42,27 @@ def int8_weight(w: Tensor) -> Tensor:
     return round_ste(w / scale).clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS) * scale
 
 
+def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[Tensor, Tensor]:
+    """(scale, shift) per channel of a BatchNorm in evaluation: bn(x) = x * scale + shift, as
+    torch's inference kernel computes it (what folding a BN into a conv multiplies and adds)."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -bn.running_mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    return scale, shift
+
+
+def require_integer_membrane(owner: str, membrane_grid: int, hint: str) -> None:
+    """int8_exact spiking students compute their membranes in int8's integers: a ConfigError
+    naming `owner` when the LIF has no integer membrane (lif.membrane_grid)."""
+    from edgekd.errors import ConfigError
+
+    if not membrane_grid:
+        raise ConfigError(f"{owner} int8_exact needs an integer membrane (lif.membrane_grid)", hint=hint)
+
+
 def int32_bias(b: Tensor, in_scale: float, w_scale: Tensor) -> Tensor:
     """b rounded to the int32 bias grid of an int8 layer (step in_scale * weight scale, per output
     channel), as TFLite's converter stores it; used in evaluation and export only. An unknown input
@@ -73,16 +94,10 @@ class Int8ConvBN(nn.Module):
     def folded(self, in_scale: float | None = None) -> tuple[Tensor, Tensor]:
         """(weight, bias) of the folded convolution, weight on int8's grid and bias on int32's
         (for an input of int8 scale `in_scale`, by default the constructor's)."""
-        bn = self.bn
-        a = torch.rsqrt(bn.running_var + bn.eps)
-        if bn.weight is not None:
-            a = a * bn.weight
+        a, b = bn_affine(self.bn)
         w = int8_weight(self._weight()) * a.reshape(-1, *[1] * (self.conv.weight.dim() - 1))
-        b = -bn.running_mean * a
         if self.conv.bias is not None:
             b = b + self.conv.bias * a
-        if bn.bias is not None:
-            b = b + bn.bias
         return w, int32_bias(b, self.in_scale if in_scale is None else float(in_scale), weight_scale(w))
 
     def forward(self, x: Tensor, in_scale: float | None = None) -> Tensor:
