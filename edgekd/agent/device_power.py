@@ -285,6 +285,18 @@ class Sampler:
             else:
                 next_t = time.monotonic()
 
+    def wait_for_sample_after(self, t: float, timeout_s: float) -> bool:
+        """Block until a sample taken at or after monotonic time t exists; False after timeout_s.
+
+        The window's edges must lie between samples: a fixed sleep of a few periods is not enough
+        on a loaded device, where the sampler thread can wait tens of milliseconds to be scheduled."""
+        deadline = time.monotonic() + timeout_s
+        while not (self.samples and self.samples[-1][0] >= t):
+            if self.error is not None or not self._thread.is_alive() or time.monotonic() > deadline:
+                return False
+            time.sleep(min(self.period, 0.01) / 2)
+        return True
+
     def stop(self) -> list[tuple[float, float]]:
         self._stop.set()
         self._thread.join(timeout=5)

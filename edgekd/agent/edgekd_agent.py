@@ -493,6 +493,11 @@ def emit_samples(kind: str, samples: list) -> None:
         emit({"type": kind, "samples": [[round(t, 6), round(w, 6)] for t, w in samples[k:k + 500]]})
 
 
+# How long to wait for the sample that brackets each edge of the timed window (a source slower
+# than this, or a dead one, leaves the edge uncovered and the host says so instead of a number).
+EDGE_SAMPLE_TIMEOUT_S = 2.0
+
+
 def start_power(args: argparse.Namespace):
     """Open the first available power source, measure the idle baseline, start sampling the run.
     Returns the running sampler, or None (after saying why) when no source can be read."""
@@ -518,14 +523,14 @@ def start_power(args: argparse.Namespace):
         time.sleep(args.idle_s)
         emit_samples("power_idle", idle.stop())
         sampler = power.Sampler(source, args.power_rate).start()
-        time.sleep(2.0 / args.power_rate)  # a sample before the window opens
+        sampler.wait_for_sample_after(time.monotonic(), EDGE_SAMPLE_TIMEOUT_S)  # one before the window opens
         return sampler
     emit({"type": "power", "available": False, "reasons": reasons})
     return None
 
 
-def finish_power(sampler) -> None:
-    time.sleep(2 * sampler.period)  # a sample after the window closes
+def finish_power(sampler, window_end: float) -> None:
+    sampler.wait_for_sample_after(window_end, EDGE_SAMPLE_TIMEOUT_S)  # one after the window closes
     samples = sampler.stop()
     sampler.source.close()
     emit_samples("power_samples", samples)
@@ -638,7 +643,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     tensor = model.prepare(sample(0))
     sampler = start_power(args)
     if sampler is not None:
-        emit({"type": "marker", "name": "window_start", "t": time.monotonic()})
+        # Markers are rounded as the samples are (emit_samples), so "a sample at or before the
+        # start" stays true in what the host reads.
+        emit({"type": "marker", "name": "window_start", "t": round(time.monotonic(), 6)})
     # --max-runs bounds the latencies kept. Without a power sampler it also ends the run early (a
     # microsecond model needs no more); with one the window must still last --min-time, or a fast
     # model's energy would come from a few samples of the power rail.
@@ -659,8 +666,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if chunk:
         emit({"type": "latency", "invoke_ms": chunk})
     if sampler is not None:
-        emit({"type": "marker", "name": "window_end", "t": time.monotonic(), "inferences": inferences})
-        finish_power(sampler)
+        window_end = time.monotonic()
+        emit({"type": "marker", "name": "window_end", "t": round(window_end, 6), "inferences": inferences})
+        finish_power(sampler, window_end)
     if progress_path and os.path.exists(progress_path):
         os.remove(progress_path)  # finished: the next run measures afresh instead of resuming
     emit({"type": "done", "samples": count, "timed_runs": inferences})

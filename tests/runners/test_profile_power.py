@@ -68,6 +68,7 @@ def test_profile_power_constant_matches_analytic(small_model, tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     summary = json.loads(res.stdout)[0]["summary"]
     energy = summary["energy"]
+    assert energy is not None, summary.get("energy_note")
     assert energy["source"] == "ina3221" and energy["kind"] == "measured"
     assert energy["samples_in_window"] >= 10
     # 3.5 W constant: total energy per inference = 3.5 W x window / N; idle is 3.5 W too.

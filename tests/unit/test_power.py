@@ -127,6 +127,47 @@ def test_samples_not_covering_the_window_refuse():
         energy_per_inference(trace, 10)
 
 
+
+class _SlowSource:
+    """A sensor whose every read takes 30 ms (a loaded device, a slow I2C bus), asked for 1 kHz."""
+
+    def read_watts(self) -> float:
+        time.sleep(0.03)
+        return 1.0
+
+
+def test_sampler_brackets_both_window_edges_with_a_slow_source():
+    # The agent once slept two sample periods (2 ms here) around the window and hoped: a read that
+    # takes longer left an edge uncovered and the run's energy unreported.
+    sampler = power.Sampler(_SlowSource(), 1000.0).start()
+    try:
+        assert sampler.wait_for_sample_after(time.monotonic(), timeout_s=2.0)
+        start = time.monotonic()
+        time.sleep(0.05)
+        end = time.monotonic()
+        assert sampler.wait_for_sample_after(end, timeout_s=2.0)
+    finally:
+        samples = sampler.stop()
+    t = np.array([x for x, _ in samples])
+    assert t[0] <= start and t[-1] >= end
+    trace = PowerTrace.from_pairs(samples, "slow", {"window_start": start, "window_end": end})
+    with pytest.raises(MeasurementError, match="samples too sparse"):  # covered, but 30 ms apart
+        energy_per_inference(trace, 10)
+
+
+def test_sampler_wait_gives_up_on_a_dead_source():
+    class Dead:
+        def read_watts(self):
+            raise OSError("sensor gone")
+
+    sampler = power.Sampler(Dead(), 100.0).start()
+    t0 = time.monotonic()
+    assert not sampler.wait_for_sample_after(time.monotonic(), timeout_s=2.0)
+    assert time.monotonic() - t0 < 1.0  # it notices the dead thread rather than waiting the timeout out
+    sampler.stop()
+    assert isinstance(sampler.error, OSError)
+
+
 # ---------------------------------------------------------------- LPM01A over a pty
 
 
