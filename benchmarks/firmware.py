@@ -10,8 +10,9 @@ Models:
   architecture is present;
 - full run only: the TensorFlow-built stand-ins of edgekd.firmware.reference_models.
 
-For each: the host build of the runtime vs the TFLite interpreter's reference kernels and the
-"tflm" flavour vs the TFLite Micro interpreter on every validation sample (cut from the training
+For each: the host build of the runtime vs the TFLite interpreter's reference kernels, the
+"tflm" flavour vs the TFLite Micro interpreter and the "tflite-cpu" flavour vs TFLite's
+default CPU kernels (XNNPACK) on every validation sample (cut from the training
 side; real students) or on random int8 inputs (stand-ins); the same on the emulated board
 (qemu-system-arm -M mps2-an386) through the serial protocol; flash and RAM of the firmware (ELF +
 linker map) next to TFLite Micro's arena for the same model; the bytes of constants shared by the
@@ -20,7 +21,12 @@ not the latency of a real M4). Two models convert at a time (onnx2tf is single-t
 boards run on threads of their own as soon as their model is ready; training is serialized
 (torch's global random state), so each student is the same as when benchmarked alone.
 
+--int8-exact: the students built to compute what int8 computes (`int8_exact`, as in
+benchmarks/convert.py), with the firmware in the "tflite-cpu" flavour: the board's
+outputs compared with TFLite's default CPU kernels, whose results equal the float model's.
+
     python benchmarks/firmware.py --quick --out runs/benchmarks/firmware-quick.json
+    python benchmarks/firmware.py --quick --int8-exact --out runs/benchmarks/firmware-exact.json
     python benchmarks/firmware.py --out runs/benchmarks/firmware.json          (tens of minutes)
 """
 
@@ -44,10 +50,13 @@ TARGET = "qemu-mps2-an386"
 # then the same as when benchmarked alone) and the stand-ins are built by TensorFlow in-process.
 BUILD_LOCK = threading.Lock()
 STAND_INS = ("eye_snn", "skeleton_sgcn", "face_cnn")
+# figure-name suffix for the interpreter each firmware flavour is compared with
+COMPARED = {"tflite": "tflite_ref", "tflite-cpu": "tflite_cpu", "tflm": "tflm"}
 
 
 @dataclass
 class Student:
+    task: str  # benchmarks/convert.py's task name (its --int8-exact overrides)
     recipe: str
     arch: str
     params: dict[str, Any]
@@ -59,13 +68,13 @@ class Student:
 # In this order: the skeleton student converts longest (onnx2tf on ~800 nodes), so it goes first
 # and the others convert while its board run goes on.
 STUDENTS: dict[str, Student] = {
-    "skeleton_tiny": Student("skeleton-mksgn", "skeleton-sgn", {"size": "tiny"},
+    "skeleton_tiny": Student("skeleton", "skeleton-mksgn", "skeleton-sgn", {"size": "tiny"},
                              quick=["data.options.frames=4"], full=["data.options.frames=8"]),
-    "eye_tiny": Student("eye-mskd", "eye-snn", {"size": "tiny"},
+    "eye_tiny": Student("eye", "eye-mskd", "eye-snn", {"size": "tiny"},
                         quick=["data.options.frames=4", "data.options.size=16", "data.options.samples=1100"]),
     # ~1.5e9 instructions per inference: fewer inputs on the emulated board (its flash is the figure)
-    "eye_small": Student("eye-mskd", "eye-snn", {"size": "small"}, quick=None, board_inputs=50),
-    "face_tiny": Student("face-mini-resemotenet", "face-resemotenet", {"size": "tiny"},
+    "eye_small": Student("eye", "eye-mskd", "eye-snn", {"size": "small"}, quick=None, board_inputs=50),
+    "face_tiny": Student("face", "face-mini-resemotenet", "face-resemotenet", {"size": "tiny"},
                          quick=["data.options.samples=1100"]),
 }
 
@@ -73,10 +82,10 @@ STUDENTS: dict[str, Student] = {
 # ---------------------------------------------------------------- the real students
 
 
-def convert_student(name: str, quick: bool, work: Path, log: Any) -> tuple[Path, Any, np.ndarray, dict[str, Any]]:
+def convert_student(name: str, quick: bool, work: Path, log: Any, exact: bool = False) -> tuple[Path, Any, np.ndarray, dict[str, Any]]:
     """Train the student briefly and convert it to full int8; returns the .tflite, the validation
     inputs as edgekd convert writes them (eval.npz), their labels and a description."""
-    from convert import train_student  # benchmarks/convert.py: the same brief training
+    from convert import EXACT, train_student  # benchmarks/convert.py: the same brief training
 
     from edgekd.config import load_recipe
     from edgekd.convert import representative as rep
@@ -88,6 +97,7 @@ def convert_student(name: str, quick: bool, work: Path, log: Any) -> tuple[Path,
     s = STUDENTS[name]
     overrides = (s.quick if quick else s.full) or []
     overrides = [*overrides, f"student.arch={s.arch}"] + [f'student.params.{k}="{v}"' for k, v in s.params.items()]
+    overrides += EXACT[s.task] if exact else []
     recipe = load_recipe(s.recipe, overrides)
     steps = 60 if quick else 150
     with BUILD_LOCK:
@@ -113,9 +123,10 @@ def convert_student(name: str, quick: bool, work: Path, log: Any) -> tuple[Path,
 # ---------------------------------------------------------------- one model through host and board
 
 
-def bench_host(name: str, path: Path, inputs: Any, work: Path, log: Any) -> tuple[dict[str, float], dict[str, Any], Any, list]:
+def bench_host(name: str, path: Path, inputs: Any, work: Path, log: Any,
+               reference: str = "tflite") -> tuple[dict[str, float], dict[str, Any], Any, list]:
     """Host build vs the interpreters, firmware sizes vs TFLite Micro's arena; returns the figures,
-    notes, the firmware build and the model's int8 inputs (for the board)."""
+    notes, the firmware build (in the `reference` flavour) and the model's int8 inputs (for the board)."""
     from edgekd.convert.tflite2c import tflm_arena_bytes
     from edgekd.errors import EdgekdError
     from edgekd.firmware.api import input_arrays, interpreter_outputs
@@ -138,9 +149,16 @@ def bench_host(name: str, path: Path, inputs: Any, work: Path, log: Any) -> tupl
         f[f"{name}.host_tflm_flavour_bit_exact_vs_tflm"] = same_rows(host_tflm.run(arrays), tflm_out)
     except Exception as exc:  # noqa: BLE001 - TFLite Micro refusing a model is a result
         notes["tflm_interpreter"] = f"TFLite Micro did not run the model: {exc}"
+    try:  # one rounding, as TFLite's default CPU kernels: what an int8_exact student needs
+        cpu_out = interpreter_outputs(path, arrays, "tflite-cpu").reshape(mine.shape)
+        host_single = build_host_model(path, work / name / "host-single", reference="tflite-cpu")
+        f[f"{name}.host_cpu_flavour_bit_exact_vs_tflite_cpu"] = same_rows(host_single.run(arrays), cpu_out)
+        f[f"{name}.host_tflite_ref_flavour_bit_exact_vs_tflite_cpu"] = same_rows(mine, cpu_out)
+    except EdgekdError as exc:  # XNNPACK refusing a model is a result too
+        notes["tflite_cpu_interpreter"] = exc.message
     log(f"{name}: host {f[f'{name}.host_bit_exact_vs_tflite_ref']}/{n} bit-exact")
 
-    build = build_firmware(path, TARGET, work / name / "fw")
+    build = build_firmware(path, TARGET, work / name / "fw", reference=reference)
     s = build.sizes
     f[f"{name}.flash_bytes"] = s["flash_bytes"]
     f[f"{name}.ram_bytes"] = s["ram_bytes"]
@@ -160,7 +178,7 @@ def bench_host(name: str, path: Path, inputs: Any, work: Path, log: Any) -> tupl
 
 
 def bench_board(name: str, path: Path, build: Any, arrays: list, labels: np.ndarray | None, n_board: int,
-                log: Any) -> tuple[dict[str, float], dict[str, Any]]:
+                log: Any, reference: str = "tflite") -> tuple[dict[str, float], dict[str, Any]]:
     """The first n_board inputs on the emulated board through the serial protocol (qemu's own thread
     of work: the next model converts meanwhile)."""
     from edgekd.convert.runtime import tflite_name
@@ -172,9 +190,10 @@ def bench_board(name: str, path: Path, build: Any, arrays: list, labels: np.ndar
         board_in = {tflite_name(m["name"]): a[:n_board] for m, a in zip(build.model["inputs"], arrays)}
         t0 = time.monotonic()
         res = profile_mcu(path, TARGET, board_in, labels=None if labels is None else labels[:n_board],
-                          out_dir=build.out_dir, timing_runs=10, progress=False)
+                          out_dir=build.out_dir, timing_runs=10, progress=False, reference=reference)
+        exact_key = f"{name}.board_bit_exact_vs_{COMPARED[reference]}"
         f[f"{name}.board_inputs"] = res["n_done"]
-        f[f"{name}.board_bit_exact_vs_tflite_ref"] = res.get("bit_exact_inputs", 0)
+        f[exact_key] = res.get("bit_exact_inputs", 0)
         f[f"{name}.board_seconds"] = round(time.monotonic() - t0, 2)
         if "accuracy" in res:
             f[f"{name}.board_accuracy"] = round(res["accuracy"], 4)
@@ -186,7 +205,7 @@ def bench_board(name: str, path: Path, build: Any, arrays: list, labels: np.ndar
             f[f"{name}.board_stack_used_bytes"] = mem["stack_used"]
         if res.get("events"):
             notes["board_events"] = res["events"][:10]
-        log(f"{name}: board {f[f'{name}.board_bit_exact_vs_tflite_ref']}/{res['n_done']} bit-exact, "
+        log(f"{name}: board {f[exact_key]}/{res['n_done']} bit-exact vs {res['compared_with']}, "
             f"{t.get('instructions_per_inference', 0):.3g} instructions/inference")
     return f, notes
 
@@ -218,10 +237,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the JSON result here")
     ap.add_argument("--work", type=Path, help="keep models and builds here (default: a temporary folder)")
     ap.add_argument("--models", help="comma-separated subset of: " + ", ".join([*STUDENTS, *STAND_INS]))
+    ap.add_argument("--int8-exact", action="store_true",
+                    help="int8_exact students; firmware in the tflite-cpu flavour (no stand-ins)")
     args = ap.parse_args()
+    board_reference = "tflite-cpu" if args.int8_exact else "tflite"
     n_stand_in_host, n_stand_in_board = 2000, 200
     wanted = [m.strip() for m in args.models.split(",")] if args.models else (
-        [k for k, s in STUDENTS.items() if s.quick is not None] if args.quick else [*STUDENTS, *STAND_INS])
+        [k for k, s in STUDENTS.items() if s.quick is not None] if args.quick or args.int8_exact else [*STUDENTS, *STAND_INS])
     unknown = [m for m in wanted if m not in STUDENTS and m not in STAND_INS]
     if unknown:
         ap.error(f"unknown model(s) {unknown}")
@@ -231,7 +253,8 @@ def main() -> None:
     torch.set_num_threads(2)
     t_start = time.monotonic()
     figures: dict[str, float] = {}
-    config: dict[str, Any] = {"quick": args.quick, "target": TARGET, "models": {}}
+    config: dict[str, Any] = {"quick": args.quick, "int8_exact": args.int8_exact, "target": TARGET,
+                              "firmware_reference": board_reference, "models": {}}
 
     def log(msg: str) -> None:
         print(f"[{time.monotonic() - t_start:6.1f} s] {msg}", flush=True)
@@ -246,7 +269,7 @@ def main() -> None:
                     log(f"{name}: skipped ({why})")
                 return None
             log(f"{name}: training and converting")
-            path, inputs, labels, desc = convert_student(name, args.quick, work, lambda m: None)
+            path, inputs, labels, desc = convert_student(name, args.quick, work, lambda m: None, args.int8_exact)
             desc["inputs"] = "the validation split (cut from the training side), quantized with the model's scales"
             n_board = STUDENTS[name].board_inputs
         else:
@@ -261,9 +284,9 @@ def main() -> None:
             n_board = n_stand_in_board
             desc = {"student": "stand-in built in TensorFlow (edgekd.firmware.reference_models), random weights",
                     "inputs": "uniform random int8 over the whole range, fixed seed"}
-        f, notes, build, arrays = bench_host(name, Path(path), inputs, work, log)
+        f, notes, build, arrays = bench_host(name, Path(path), inputs, work, log, board_reference)
         return {"figures": f, "config": {**desc, **notes, "board_inputs_asked": n_board}}, (
-            name, Path(path), build, arrays, labels, n_board, log)
+            name, Path(path), build, arrays, labels, n_board, log, board_reference)
 
     with tempfile.TemporaryDirectory(prefix="edgekd-bench-firmware-") as tmp, \
             ThreadPoolExecutor(2) as convert_pool, ThreadPoolExecutor(2) as board_pool:

@@ -14,7 +14,10 @@ firmware_app = typer.Typer(help="Microcontroller firmware: C int8 runtime + gene
 
 TargetOpt = typer.Option(..., "--target", "-t", help="An mcu target (edgekd targets list), e.g. qemu-mps2-an386.")
 OutOpt = typer.Option(None, "--out", "-o", help="Build folder (default runs/firmware/<model>-<target>).")
-RefOpt = typer.Option("tflite", "--reference", help="Whose int8 arithmetic to reproduce: tflite (reference kernels) or tflm.")
+RefOpt = typer.Option(None, "--reference", help="Whose int8 arithmetic to reproduce: tflite (TFLite's reference kernels), "
+                            "tflite-cpu (the same rounding once, as TFLite's default CPU kernels do: an "
+                            "int8_exact student then matches them bit for bit) or tflm (TFLite Micro). Default: "
+                            "tflite-cpu for a model edgekd convert made from an int8_exact student, else tflite.")
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
 TargetsDirOpt = typer.Option(None, "--targets-dir", help="Extra folder of target TOML files.")
 DebugOpt = typer.Option(False, "--debug", help="Record all serial traffic to <out>/serial-traffic.log.")
@@ -54,7 +57,7 @@ def _size_rows(sizes: dict[str, Any], limits: dict[str, Any] | None = None) -> l
 @firmware_app.command("check")
 def check(
     model: Path = typer.Argument(..., help="An int8 .tflite model."),
-    reference: str = RefOpt,
+    reference: Optional[str] = RefOpt,
     tflm: bool = typer.Option(True, "--tflm/--no-tflm", help="Also report TFLite Micro's arena for the model."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -83,7 +86,7 @@ def build(
     model: Path = typer.Argument(..., help="An int8 .tflite model."),
     target: str = TargetOpt,
     out: Optional[Path] = OutOpt,
-    reference: str = RefOpt,
+    reference: Optional[str] = RefOpt,
     stack: int = typer.Option(1024, "--stack", help="Stack bytes to reserve (the board reports the high-water mark)."),
     tflm: bool = typer.Option(True, "--tflm/--no-tflm", help="Compare with TFLite Micro's arena."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if the build folder is up to date."),
@@ -99,7 +102,8 @@ def build(
         _print_json(res)
         return
     rows: list[tuple[str, Any]] = [("target / board", f"{res['target']} / {res['board']}"),
-                                   ("model id", res["model_id"]), ("firmware", res["elf"])]
+                                   ("model id", res["model_id"]), ("arithmetic of", res["reference"]),
+                                   ("firmware", res["elf"])]
     rows += _size_rows(res["sizes"], res.get("limits"))
     t = res.get("tflm") or {}
     if t:
@@ -124,7 +128,7 @@ def deploy(
     model: Path = typer.Argument(..., help="An int8 .tflite model."),
     target: str = TargetOpt,
     out: Optional[Path] = OutOpt,
-    reference: str = RefOpt,
+    reference: Optional[str] = RefOpt,
     flash: bool = typer.Option(True, "--flash/--no-flash", help="Flash a real board first (qemu always boots the build)."),
     targets_dir: Optional[List[Path]] = TargetsDirOpt,
     debug: bool = DebugOpt,
@@ -154,7 +158,7 @@ def run(
     inputs: Path = typer.Option(..., "--inputs", help=".npy (or .npz) with [N, *input_shape]: int8, or float to quantize; an eval.npz with several inputs."),
     labels: Optional[Path] = typer.Option(None, "--labels", help=".npy with N integer labels (for accuracy)."),
     out: Optional[Path] = OutOpt,
-    reference: str = RefOpt,
+    reference: Optional[str] = RefOpt,
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N inputs."),
     timing_runs: int = typer.Option(20, "--timing-runs", help="Inferences for the timing run (0: skip)."),
     flash: bool = typer.Option(True, "--flash/--no-flash", help="Flash a real board first."),
@@ -183,7 +187,7 @@ def run(
                else f"{t.get('mean_us')} us" if t else None)
         _kv_table(f"{model.name} on {res['target']}", [
             ("inputs done / failed", f"{res['n_done']} / {res['n_failed']}"),
-            ("bit-exact with the interpreter", f"{res.get('bit_exact_inputs')} of {res['n_done']}"),
+            (f"bit-exact with {res['compared_with']}", f"{res.get('bit_exact_inputs')} of {res['n_done']}"),
             ("top-1 agreement", res.get("top1_agreement")),
             ("accuracy", res.get("accuracy")),
             ("per inference", per),

@@ -183,7 +183,8 @@ def convert_model(model: Any, held_out: HeldOut, calibration: Any, target: Any, 
     options = options or ConvertOptions()
     log = log or (lambda _m: None)
     out_dir = Path(out_dir)
-    plan = plan_chain(target, formats, options.per_channel, int8_exact=spiking_kind(model) == "exact")
+    int8_exact = spiking_kind(model) == "exact"
+    plan = plan_chain(target, formats, options.per_channel, int8_exact=int8_exact)
     names = [n for n in (getattr(model, "input_names", None) or held_out.inputs)]  # forward()'s order
     missing = [n for n in names if n not in held_out.inputs]
     if missing:
@@ -293,7 +294,8 @@ def convert_model(model: Any, held_out: HeldOut, calibration: Any, target: Any, 
 
         # ---- device formats
         if "c-int8" in plan.formats:
-            made["c-int8"], extra_c = to_c(tflite_paths["int8"], out_dir, io, held_out, ledger, options, log)
+            made["c-int8"], extra_c = to_c(tflite_paths["int8"], out_dir, io, held_out, ledger, options, log,
+                                           int8_exact=int8_exact)
             ops_report["firmware"] = extra_c
             if extra_c.get("note"):
                 notes.append(extra_c.pop("note"))
@@ -334,6 +336,7 @@ def convert_model(model: Any, held_out: HeldOut, calibration: Any, target: Any, 
             ledger=ledger.table(), sizes_bytes=sizes, seconds=seconds, notes=notes,
             parity_ok=ledger.ok, io=io.to_dict(), converters=versions,
             ops={k: v.get("op_counts") for k, v in ops_report.get("files", {}).items()},
+            int8_exact=int8_exact,  # the firmware's flavour follows it (tflite2c.reference_for)
         )
     return ConvertResult(out_dir, made, ledger, io, ops_report, seconds, notes)
 
@@ -514,9 +517,10 @@ def check_size_before(model: Any, shapes: Mapping[str, Sequence[int]], plan: Pla
 
 
 def to_c(int8_path: Path, out_dir: Path, io: ModelIO, held_out: HeldOut, ledger: Ledger,
-         options: ConvertOptions, log: Log) -> tuple[Path, dict[str, Any]]:
-    """The int8 model as C source (tflite2c, owned by the firmware side) and the TFLite Micro
-    view: its arena size, and its outputs against the TFLite interpreter's (a ledger hop)."""
+         options: ConvertOptions, log: Log, int8_exact: bool = False) -> tuple[Path, dict[str, Any]]:
+    """The int8 model as C source (tflite2c, owned by the firmware side; an int8_exact model's in
+    the flavour that keeps it exact) and the TFLite Micro view: its arena size, and its outputs
+    against the TFLite interpreter's (a ledger hop)."""
     try:
         from edgekd.convert import tflite2c
     except ImportError:
@@ -526,9 +530,10 @@ def to_c(int8_path: Path, out_dir: Path, io: ModelIO, held_out: HeldOut, ledger:
 
     from edgekd.convert.logs import capture_native_output
 
-    log("TFLite int8 -> C source; TFLite Micro view")
+    reference = tflite2c.reference_for(int8_exact)
+    log(f"TFLite int8 -> C source ({reference} flavour); TFLite Micro view")
     c_dir = out_dir / "c"
-    meta = tflite2c.write_model_sources(int8_path, c_dir)
+    meta = tflite2c.write_model_sources(int8_path, c_dir, reference=reference)
     extra: dict[str, Any] = {"c_metadata": {k: v for k, v in meta.items() if k != "tensor_offsets"}}
     tflm_log = out_dir / "logs" / "tflite_micro.log"  # TFLite Micro prints every failed allocation
     try:

@@ -23,6 +23,15 @@ Where TFLite's reference kernels and TFLite Micro differ (FULLY_CONNECTED rescal
 round(double(acc) * scale) in TFLite's reference kernel and with the fixed-point multiplier in
 TFLite Micro; MUL's multiplier is a float product in TFLite and a double product in TFLite
 Micro), `reference="tflite"` (default) or `"tflm"` picks whose result to reproduce.
+`reference="tflite-cpu"` follows TFLite's default CPU kernels instead (XNNPACK: what
+`edgekd convert`'s ledger and the Linux targets run), which round each requantization once:
+convolutions and fully connected layers rescale in float32 as XNNPACK does (`ekd_requant_f32`,
+scales computed in float32 as XNNPACK computes them), every other fixed-point multiplier rounds
+once as in TFLite's TFLITE_SINGLE_ROUNDING build (the runtime compiled with
+-DEKD_SINGLE_ROUNDING=1, see `runtime_cflags`), and elementwise tables come from the default
+interpreter. Measured, not derived: the `int8_exact` students give that interpreter's outputs bit
+for bit, which keeps them exact on a microcontroller; other models differ here and there where
+XNNPACK's other kernels (pooling, means, adds) round differently (benchmarks/firmware.py).
 """
 
 from __future__ import annotations
@@ -42,7 +51,34 @@ import numpy as np
 
 from edgekd.errors import ConversionError, MissingDependencyError, NotFoundError
 
-Reference = Literal["tflite", "tflm"]
+Reference = Literal["tflite", "tflite-cpu", "tflm"]
+# each reference flavour -> the interpreter its results are compared with
+REFERENCE_INTERPRETERS = {"tflite": "TFLite reference kernels",
+                          "tflite-cpu": "TFLite default CPU kernels (XNNPACK)",
+                          "tflm": "TFLite Micro"}
+REFERENCES: tuple[str, ...] = tuple(REFERENCE_INTERPRETERS)
+
+
+def check_reference(reference: str) -> None:
+    """UsageError for an interpreter the generated C cannot reproduce."""
+    if reference not in REFERENCES:
+        from edgekd.errors import UsageError
+
+        raise UsageError(f"unknown reference '{reference}'",
+                         hint="tflite (TFLite's reference kernels), tflite-cpu (its default CPU kernels, "
+                              "XNNPACK: one rounding) or tflm (TFLite Micro)")
+
+
+def reference_for(int8_exact: bool) -> str:
+    """The flavour a model is built in by default: an int8_exact student computes its float model
+    exactly where requantization rounds once, as TFLite's CPU kernels do."""
+    return "tflite-cpu" if int8_exact else "tflite"
+
+
+def runtime_cflags(reference: str) -> list[str]:
+    """Compiler flags the C runtime needs to reproduce this reference's arithmetic."""
+    check_reference(reference)
+    return ["-DEKD_SINGLE_ROUNDING=1"] if reference == "tflite-cpu" else []
 
 # TFLite TensorType codes -> our names
 TFLITE_DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool",
@@ -538,7 +574,8 @@ class _Lowering:
         common = (f".batches = {n}, .in_h = {ih}, .in_w = {iw}, .in_c = {ic}, .out_h = {oh}, .out_w = {ow}, .out_c = {oc}, "
                   f".k_h = {kh}, .k_w = {kw}, .stride_h = {sh}, .stride_w = {sw}, .dil_h = {dh}, .dil_w = {dw}, "
                   f".pad_h = {ph}, .pad_w = {pw}, .input_offset = {-x.zero_point}, .output_offset = {out.zero_point}, "
-                  f".act_min = {lo}, .act_max = {hi}, .filter = {wn}, .bias = {bn}, .mult = {mn}, .shift = {sn}")
+                  f".act_min = {lo}, .act_max = {hi}, .filter = {wn}, .bias = {bn}, .mult = {mn}, .shift = {sn}"
+                  f"{self.xnnpack_scales(k, x, scales, out)}")
         if depthwise:
             self.need(w.shape[0] == 1 and w.shape[3] == oc, op, f"unexpected depthwise filter shape {list(w.shape)}")
             mult_d = o.get("depthMultiplier", 0) or (oc // ic)
@@ -552,6 +589,15 @@ class _Lowering:
             pn = self.const_struct("ekd_conv_params_t", k, f"{common}, .filter_in_c = {w.shape[3]}")
             text = f"ekd_conv2d_s8(&{pn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
         self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
+
+    def xnnpack_scales(self, k: int, x: Tensor, w_scales: np.ndarray, out: Tensor) -> str:
+        """", .fscale = ..." for the tflite-cpu flavour: the per-channel requantization scales as
+        XNNPACK computes them, input_scale * kernel_scale / output_scale in float32; "" otherwise."""
+        if self.reference != "tflite-cpu":
+            return ""
+        f32 = np.float32
+        scales = (f32(x.scale) * np.asarray(w_scales, dtype=f32)).astype(f32) / f32(out.scale)
+        return f", .fscale = {self.const_array('float', f'f{k}', scales.astype(f32))}"
 
     def op_conv_2d(self, op: Operator) -> None:
         self._conv_common(op, depthwise=False)
@@ -593,7 +639,7 @@ class _Lowering:
             f".batches = {batches}, .accum_depth = {accum}, .out_depth = {out_depth}, "
             f".input_offset = {-x.zero_point}, .filter_offset = {-w.zero_point}, .output_offset = {out.zero_point}, "
             f".act_min = {lo}, .act_max = {hi}, .per_channel = {int(per_channel)}, .filter = {wn}, "
-            f".bias = {bn}, .mult = {mn}, .shift = {sn}, .scale = {scale_ref}")
+            f".bias = {bn}, .mult = {mn}, .shift = {sn}, .scale = {scale_ref}{self.xnnpack_scales(k, x, scales, out)}")
         text = f"ekd_fully_connected_s8(&{pn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.ptr(op.outputs[0], 'int8_t')});"
         self.emit(op, text, [op.inputs[0]], [op.outputs[0]])
 
@@ -691,7 +737,7 @@ class _Lowering:
             return self._arith_f32(op, 2, act)
         self.need_dtype(op, op.inputs[0], ["int8"])
         self.need(out.dtype == "int8", op, f"output is {out.dtype}")
-        if self.reference == "tflite":
+        if self.reference != "tflm":
             # TFLite computes input1_scale * input2_scale / output_scale in float, then widens
             real = float(np.float32(np.float32(a.scale * b.scale) / out.scale))
         else:
@@ -1115,7 +1161,7 @@ def _unpacked_model(raw: bytes) -> Any:
 def chain_lut(graph: Graph, chain: Sequence[Operator], reference: Reference) -> np.ndarray:
     """The int8 -> int8 table of an elementwise op, or of a chain of single-input elementwise ops
     (each reading the one before), computed by running it alone in the interpreter being
-    reproduced (TFLite's reference kernels, or TFLite Micro) on all 256 inputs: the values its
+    reproduced (TFLite's reference or default CPU kernels, or TFLite Micro) on all 256 inputs: the values its
     kernels give, intermediate float rounding included."""
     import flatbuffers
 
@@ -1165,7 +1211,9 @@ def chain_lut(graph: Graph, chain: Sequence[Operator], reference: Reference) -> 
         except ImportError:
             raise MissingDependencyError(f"op #{chain[0].index} {chain[0].op} is tabulated with the TFLite interpreter (ai-edge-litert)",
                                          hint="pip install -c constraints.txt 'edgekd[convert]'") from None
-        interp = Interpreter(model_content=model_bytes, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+        # the default CPU kernels (XNNPACK where it takes the op) for tflite-cpu
+        resolver = OpResolverType.BUILTIN if reference == "tflite-cpu" else OpResolverType.BUILTIN_REF
+        interp = Interpreter(model_content=model_bytes, experimental_op_resolver_type=resolver)
         interp.allocate_tensors()
         interp.set_tensor(interp.get_input_details()[0]["index"], x)
         interp.invoke()
@@ -1304,6 +1352,7 @@ def generate_c(graph: Graph, model_id: str | None = None, reference: Reference =
 
     reuse_arena=False gives every tensor its own arena bytes, so all intermediate tensors can be
     read after a run (per-layer comparisons); the firmware always reuses."""
+    check_reference(reference)
     raise_for_problems(graph, check_ops(graph, reference))
     low = _Lowering(graph, reference)
     low.lower()
@@ -1335,6 +1384,7 @@ def generate_c(graph: Graph, model_id: str | None = None, reference: Reference =
         "#include \"ekd_kernels.h\"",
         "#include \"ekd_model.h\"",
         "",
+        *_rounding_guard(reference),
         f"/* activation arena: {arena} bytes, planned statically ({len(bufs)} buffers) */",
         f"static uint8_t ekd_arena[{arena}] __attribute__((aligned({ARENA_ALIGN}))) __attribute__((section(\".bss.ekd_arena\")));",
         "",
@@ -1384,6 +1434,15 @@ def generate_c(graph: Graph, model_id: str | None = None, reference: Reference =
                            if low.root(t) in bufs},
     }
     return GeneratedModel("\n".join(lines), metadata)
+
+
+def _rounding_guard(reference: str) -> list[str]:
+    """An #error when the runtime is compiled with the other multiplier rounding than this model's."""
+    single = reference == "tflite-cpu"
+    return [f"#if {'!' if single else ''}EKD_SINGLE_ROUNDING",
+            f"#error \"generated for reference '{reference}': compile the runtime with "
+            f"{' '.join(runtime_cflags(reference)) or 'EKD_SINGLE_ROUNDING unset or 0'}\"",
+            "#endif", ""]
 
 
 def write_model_sources(model: str | os.PathLike | bytes, out_dir: str | os.PathLike, model_id: str | None = None,

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import DataError, DeviceError, MissingDependencyError, UsageError
+from edgekd.errors import ConversionError, DataError, DeviceError, EdgekdError, MissingDependencyError, UsageError
 from edgekd.firmware.build import DEFAULT_STACK, FirmwareBuild, build_firmware, flash_firmware, resolve_target
 from edgekd.firmware.host import packed_inputs
 from edgekd.targets import TargetSpec
@@ -56,9 +56,26 @@ def tflm_view(model: str | os.PathLike) -> dict[str, Any]:
     return {"available": True, "arena_bytes": arena, "version": version}
 
 
-def check_model(model: str | os.PathLike, reference: str = "tflite", with_tflm: bool = True) -> dict[str, Any]:
+def default_reference(model: str | os.PathLike) -> str:
+    """The flavour to build a model in when none is asked for: "tflite-cpu" for a model
+    that `edgekd convert` made from an int8_exact student (its manifest says so), else "tflite"."""
+    from edgekd.artifacts import MANIFEST_NAME, read_manifest
+    from edgekd.convert.tflite2c import reference_for
+
+    folder = Path(model).parent
+    if not (folder / MANIFEST_NAME).exists():
+        return "tflite"
+    try:
+        exact = bool(read_manifest(folder).metrics.get("int8_exact"))
+    except (OSError, ValueError, EdgekdError):
+        return "tflite"  # not a convert directory's manifest
+    return reference_for(exact)
+
+
+def check_model(model: str | os.PathLike, reference: str | None = None, with_tflm: bool = True) -> dict[str, Any]:
     from edgekd.convert.tflite2c import check_ops, generate_c, load_graph
 
+    reference = reference or default_reference(model)
     graph = load_graph(model)
     problems = check_ops(graph, reference)  # type: ignore[arg-type]
     out: dict[str, Any] = {
@@ -80,8 +97,9 @@ def check_model(model: str | os.PathLike, reference: str = "tflite", with_tflm: 
 
 
 def build_mcu(model: str | os.PathLike, target: str | TargetSpec, out_dir: str | os.PathLike | None = None, *,
-              reference: str = "tflite", stack_bytes: int = DEFAULT_STACK, with_tflm: bool = True,
+              reference: str | None = None, stack_bytes: int = DEFAULT_STACK, with_tflm: bool = True,
               targets_dir: Sequence[str | os.PathLike] | None = None, force: bool = False) -> dict[str, Any]:
+    reference = reference or default_reference(model)
     spec = resolve_target(target, list(targets_dir or []))
     out = Path(out_dir) if out_dir else default_out_dir(model, spec.name)
     build = build_firmware(model, spec, out, reference=reference, stack_bytes=stack_bytes, force=force)
@@ -151,9 +169,10 @@ def _check_model_on_board(client: Any, build: FirmwareBuild) -> dict[str, Any]:
 
 
 def deploy_mcu(model: str | os.PathLike, target: str | TargetSpec, out_dir: str | os.PathLike | None = None, *,
-               reference: str = "tflite", stack_bytes: int = DEFAULT_STACK, flash: bool = True,
+               reference: str | None = None, stack_bytes: int = DEFAULT_STACK, flash: bool = True,
                targets_dir: Sequence[str | os.PathLike] | None = None, debug: bool = False) -> dict[str, Any]:
     """Build the firmware, check it fits, flash or boot it, and handshake; the board's answers."""
+    reference = reference or default_reference(model)
     spec = resolve_target(target, list(targets_dir or []))
     out = Path(out_dir) if out_dir else default_out_dir(model, spec.name)
     build = build_firmware(model, spec, out, reference=reference, stack_bytes=stack_bytes)
@@ -253,9 +272,17 @@ def input_arrays(inputs: np.ndarray | Mapping[str, np.ndarray], metas: Sequence[
     return out
 
 
+def _compared_with(reference: str) -> str:
+    from edgekd.convert.tflite2c import REFERENCE_INTERPRETERS
+
+    return REFERENCE_INTERPRETERS[reference]
+
+
 def interpreter_outputs(model: str | os.PathLike, inputs: np.ndarray | Sequence[np.ndarray],
                         reference: str = "tflite") -> np.ndarray:
-    """The interpreter's int8 outputs for every input (TFLite reference kernels, or TFLite Micro).
+    """The int8 outputs, for every input, of the interpreter a reference flavour is compared with
+    (tflite2c.REFERENCE_INTERPRETERS): TFLite's reference kernels ("tflite"), its default CPU
+    kernels with XNNPACK ("tflite-cpu"), or TFLite Micro ("tflm").
 
     inputs: [N, *shape] for a single-input model, or a list of such arrays in the model's
     input order (input_arrays gives them)."""
@@ -278,8 +305,13 @@ def interpreter_outputs(model: str | os.PathLike, inputs: np.ndarray | Sequence[
     except ImportError:
         raise MissingDependencyError("the TFLite interpreter (ai-edge-litert) is needed for the agreement check",
                                      hint="pip install -c constraints.txt 'edgekd[convert]'") from None
-    interp = Interpreter(model_content=raw, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    interp.allocate_tensors()
+    resolver = OpResolverType.BUILTIN if reference == "tflite-cpu" else OpResolverType.BUILTIN_REF
+    interp = Interpreter(model_content=raw, experimental_op_resolver_type=resolver)
+    try:
+        interp.allocate_tensors()
+    except RuntimeError as exc:  # XNNPACK refuses some graphs outright
+        raise ConversionError(f"{_compared_with(reference)} could not prepare the model: {exc}",
+                              hint="compare with --reference tflite (TFLite's reference kernels) instead") from None
     in_idx = [d["index"] for d in interp.get_input_details()]  # the model's input order
     o_idx = interp.get_output_details()[0]["index"]
     for i in range(n):
@@ -296,7 +328,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 def profile_mcu(model: str | os.PathLike, target: str | TargetSpec, inputs: np.ndarray | Mapping[str, np.ndarray], *,
                 labels: np.ndarray | None = None, out_dir: str | os.PathLike | None = None,
-                reference: str = "tflite", timing_runs: int = 20, timing_warmup: int = 2,
+                reference: str | None = None, timing_runs: int = 20, timing_warmup: int = 2,
                 compare_with_interpreter: bool = True, binary_upload: bool | None = None,
                 retries: int = 1, max_consecutive_failures: int = 3, flash: bool = True,
                 stack_bytes: int = DEFAULT_STACK,
@@ -313,6 +345,8 @@ def profile_mcu(model: str | os.PathLike, target: str | TargetSpec, inputs: np.n
     """
     from edgekd.artifacts import atomic_write_bytes, atomic_write_json
     from edgekd.runners.protocol import BoardError, BoardReset, ProtocolError
+
+    reference = reference or default_reference(model)
 
     spec = resolve_target(target, list(targets_dir or []))
     out = Path(out_dir) if out_dir else default_out_dir(model, spec.name)
@@ -404,6 +438,7 @@ def profile_mcu(model: str | os.PathLike, target: str | TargetSpec, inputs: np.n
         "timing": timing,
         "seconds": round(time.monotonic() - t_start, 3),
         "reference": reference,
+        "compared_with": _compared_with(reference),
     }
     if compare_with_interpreter and done.any():
         ref = interpreter_outputs(model, arrays, reference).reshape(device.shape)

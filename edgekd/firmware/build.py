@@ -45,7 +45,8 @@ class FirmwareBuild:
         return {"out_dir": str(self.out_dir), "elf": str(self.elf), "bin": str(self.bin), "map": str(self.map),
                 "target": self.target, "board": self.board, "sizes": self.sizes,
                 "model_id": self.model.get("model_id"), "arena_bytes": self.model.get("arena_bytes"),
-                "weight_bytes": self.model.get("weight_bytes"), "ops": self.model.get("ops")}
+                "weight_bytes": self.model.get("weight_bytes"), "ops": self.model.get("ops"),
+                "reference": self.model.get("reference")}
 
 
 def resolve_target(target: TargetSpec | str, targets_dir: list[str | os.PathLike] | None = None) -> TargetSpec:
@@ -245,15 +246,14 @@ def build_firmware(model: str | os.PathLike, target: TargetSpec | str, out_dir: 
     Order of checks: unsupported ops (named) -> size lower bounds -> compile -> exact sizes vs limits.
     A finished build with the same inputs and parameters is reused.
     """
-    from edgekd.convert.tflite2c import generate_c, load_graph
+    from edgekd.convert.tflite2c import check_reference, generate_c, load_graph, runtime_cflags
 
     spec = resolve_target(target, targets_dir)
     board = board_for(spec)
     board_dir(board)  # fail early on a board without support
     model = Path(model)
     out = Path(out_dir)
-    if reference not in ("tflite", "tflm"):
-        raise UsageError(f"reference must be 'tflite' or 'tflm', not '{reference}'")
+    check_reference(reference)
     params = {"target": spec.name, "board": board, "reference": reference, "stack_bytes": stack_bytes,
               "cflags": list(spec.flash.cflags) + COMMON_CFLAGS, "model_id": model_id,  # type: ignore[union-attr]
               "firmware_sources": _sources_digest()}
@@ -267,7 +267,8 @@ def build_firmware(model: str | os.PathLike, target: TargetSpec | str, out_dir: 
         model_c = sd.file("model.c")
         model_c.write_text(gen.model_c)
         atomic_write_json(sd.file("model.json"), gen.metadata)
-        elf, bin_path, map_path = compile_firmware(spec, board, model_c, out, stack_bytes)
+        elf, bin_path, map_path = compile_firmware(spec, board, model_c, out, stack_bytes,
+                                                   extra_cflags=runtime_cflags(reference))
         sizes = measure(elf, map_path, stack_bytes)
         try:
             check_fit(sizes, spec)

@@ -79,7 +79,7 @@ def _np_dtype(name: str):
 def build_host_model(model: str | os.PathLike, out_dir: str | os.PathLike, reference: str = "tflite",
                      compiler: str | None = None, reuse_arena: bool = True) -> HostModel:
     """Generate C from the .tflite into out_dir and compile it with the host compiler."""
-    from edgekd.convert.tflite2c import write_model_sources
+    from edgekd.convert.tflite2c import runtime_cflags, write_model_sources
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,7 +89,7 @@ def build_host_model(model: str | os.PathLike, out_dir: str | os.PathLike, refer
         raise MissingDependencyError("no C compiler found for the host build", hint="apt-get install gcc")
     lib = out / "libekd_model.so"
     src = src_dir()
-    argv = [cc, *HOST_CFLAGS, f"-I{src}", str(out / "model.c"), str(src / "ekd_kernels.c"),
+    argv = [cc, *HOST_CFLAGS, *runtime_cflags(reference), f"-I{src}", str(out / "model.c"), str(src / "ekd_kernels.c"),
             str(firmware_dir() / "host" / "ekd_host.c"), "-o", str(lib)]
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

@@ -34,7 +34,8 @@ void ekd_conv2d_s8(const ekd_conv_params_t *p, const int8_t *in, int8_t *out) {
             }
           }
           if (p->bias) acc += p->bias[oc];
-          acc = ekd_mbqm(acc, p->mult[oc], p->shift[oc]) + p->output_offset;
+          acc = p->fscale ? ekd_requant_f32(acc, p->fscale[oc], p->output_offset, p->act_min, p->act_max)
+                          : ekd_mbqm(acc, p->mult[oc], p->shift[oc]) + p->output_offset;
           out[((b * p->out_h + oy) * p->out_w + ox) * p->out_c + oc] = (int8_t)ekd_clamp(acc, p->act_min, p->act_max);
         }
       }
@@ -64,7 +65,8 @@ void ekd_depthwise_conv2d_s8(const ekd_dwconv_params_t *p, const int8_t *in, int
               }
             }
             if (p->bias) acc += p->bias[oc];
-            acc = ekd_mbqm(acc, p->mult[oc], p->shift[oc]) + p->output_offset;
+            acc = p->fscale ? ekd_requant_f32(acc, p->fscale[oc], p->output_offset, p->act_min, p->act_max)
+                            : ekd_mbqm(acc, p->mult[oc], p->shift[oc]) + p->output_offset;
             out[((b * p->out_h + oy) * p->out_w + ox) * p->out_c + oc] = (int8_t)ekd_clamp(acc, p->act_min, p->act_max);
           }
         }
@@ -95,7 +97,9 @@ void ekd_fully_connected_s8(const ekd_fc_params_t *p, const int8_t *in, int8_t *
       }
       if (p->bias) acc += p->bias[oc];
       const int32_t ch = p->per_channel ? oc : 0;
-      if (p->scale) {
+      if (p->fscale) {
+        acc = ekd_requant_f32(acc, p->fscale[ch], p->output_offset, p->act_min, p->act_max);
+      } else if (p->scale) {
         acc = ekd_round_to_i32((double)acc * p->scale[ch]) + p->output_offset;
       } else {
         acc = ekd_mbqm(acc, p->mult[ch], p->shift[ch]) + p->output_offset;

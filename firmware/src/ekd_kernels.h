@@ -5,6 +5,8 @@
  * (tensorflow/lite/kernels/internal/reference/...) bit for bit: the same fixed-point
  * multiplier rounding (SaturatingRoundingDoublingHighMul + RoundingDivideByPOT, i.e. the
  * default build without TFLITE_SINGLE_ROUNDING), the same offsets, the same clamping.
+ * Built with -DEKD_SINGLE_ROUNDING=1 the multiplier rounds once instead (TFLITE_SINGLE_ROUNDING),
+ * as TFLite's default CPU kernels (XNNPACK) do: the "tflite-cpu" flavour of the generated model.
  * All parameters that TFLite computes in Prepare() (multipliers, shifts, paddings,
  * activation ranges, broadcast strides) are computed by the code generator
  * (edgekd/convert/tflite2c.py) and arrive here as constants.
@@ -42,16 +44,41 @@ static inline int32_t ekd_rdbpot(int32_t x, int exponent) {
   return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
+#ifndef EKD_SINGLE_ROUNDING
+#define EKD_SINGLE_ROUNDING 0
+#endif
+
 static inline int32_t ekd_mbqm(int32_t x, int32_t multiplier, int shift) {
-  /* tflite::MultiplyByQuantizedMultiplier (double rounding) */
+#if EKD_SINGLE_ROUNDING
+  /* tflite::MultiplyByQuantizedMultiplier as built with TFLITE_SINGLE_ROUNDING: the 64-bit
+   * product rounded once (half up). Models generated with reference "tflite-cpu"
+   * need this build (-DEKD_SINGLE_ROUNDING=1). */
+  const int total = 31 - shift;
+  const int64_t round = (int64_t)1 << (total - 1);
+  return (int32_t)(((int64_t)x * (int64_t)multiplier + round) >> total);
+#else
+  /* tflite::MultiplyByQuantizedMultiplier, default build (double rounding): the reference kernels */
   const int left = shift > 0 ? shift : 0;
   const int right = shift > 0 ? 0 : -shift;
   const int32_t shifted = (int32_t)((uint32_t)x << left); /* wraps like the reference on overflow */
   return ekd_rdbpot(ekd_srdhm(shifted, multiplier), right);
+#endif
 }
 
 static inline int32_t ekd_clamp(int32_t v, int32_t lo, int32_t hi) {
   return v < lo ? lo : (v > hi ? hi : v);
+}
+
+static inline int32_t ekd_requant_f32(int32_t acc, float scale, int32_t zero_point, int32_t lo, int32_t hi) {
+  /* XNNPACK's fp32 requantization (TFLite's default CPU kernels for convolutions and fully
+   * connected layers): float(acc) * scale in float32, clamped to the output range, rounded half
+   * to even; 1.5 * 2^23 added and taken away rounds so for |v| < 2^22, without libm. Needs
+   * float32 arithmetic without excess precision or contraction (-ffp-contract=off). */
+  float v = (float)acc * scale;
+  const float vlo = (float)(lo - zero_point), vhi = (float)(hi - zero_point);
+  v = v < vlo ? vlo : (v > vhi ? vhi : v);
+  v = (v + 12582912.0f) - 12582912.0f;
+  return (int32_t)v + zero_point;
 }
 
 /* ------------------------------------------------------------------ broadcasting walk */
@@ -78,6 +105,7 @@ typedef struct {
   const int32_t *bias;    /* [out_c] or NULL */
   const int32_t *mult;    /* [out_c] */
   const int8_t *shift;    /* [out_c] */
+  const float *fscale;    /* [out_c]: when set, rescale with ekd_requant_f32 instead of mult/shift */
 } ekd_conv_params_t;
 
 void ekd_conv2d_s8(const ekd_conv_params_t *p, const int8_t *in, int8_t *out);
@@ -94,6 +122,7 @@ typedef struct {
   const int32_t *bias;
   const int32_t *mult;
   const int8_t *shift;
+  const float *fscale;    /* [out_c]: when set, rescale with ekd_requant_f32 instead of mult/shift */
 } ekd_dwconv_params_t;
 
 void ekd_depthwise_conv2d_s8(const ekd_dwconv_params_t *p, const int8_t *in, int8_t *out);
@@ -110,6 +139,7 @@ typedef struct {
   /* When set, rescale as TFLite's reference FULLY_CONNECTED does: round(double(acc) * scale)
    * (TFLite's optimized kernels and TFLite Micro use mult/shift instead). */
   const double *scale;
+  const float *fscale;  /* when set, rescale with ekd_requant_f32 (XNNPACK) */
 } ekd_fc_params_t;
 
 void ekd_fully_connected_s8(const ekd_fc_params_t *p, const int8_t *in, int8_t *out);

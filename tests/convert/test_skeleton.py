@@ -140,7 +140,8 @@ def test_int8_exact_skeleton_student_computes_its_float_model_in_int8(tmp_path) 
     held = HeldOut({m: x[:32] for m, x in xs.items()}, y[:32], [f"action{i}" for i in range(CLASSES)],
                    {"task": "skeleton", "split": "validation", "samples": 32})
     cal = Representative({m: x[32:] for m, x in xs.items()}, y[32:], "random skeleton sequences")
-    result = convert_model(model, held, cal, get_target("local"), tmp_path / "exact", formats=["tflite-int8"],
+    # converted for the emulated microcontroller: the int8 .tflite on the way, then C
+    result = convert_model(model, held, cal, get_target("qemu-mps2-an386"), tmp_path / "exact",
                            options=ConvertOptions(min_calibration_samples=16))
     parity = json.loads((result.out_dir / "parity.json").read_text())
     int8 = next(h for h in parity["hops"] if h["target"] == "tflite-int8")
@@ -156,3 +157,20 @@ def test_int8_exact_skeleton_student_computes_its_float_model_in_int8(tmp_path) 
     assert identical.mean() >= 0.9, f"{identical.sum()} of 32 samples with the float model's logits"
     report = json.loads((result.out_dir / "calibration" / "tf_worker_result.json").read_text())["int8"]["pinned_ranges"]
     assert report["spike_maps"] > 0 and report["grid_tensors"] > report["integer_tensors"] > 0
+
+    # On the microcontroller: the C runtime built to round once (as TFLite's CPU kernels do) gives
+    # the CPU interpreter's int8 logits bit for bit (built like TFLite's reference kernels, two
+    # roundings as TFLite Micro, it need not). The convert directory says the model is int8_exact,
+    # so its C source and every firmware command pick that flavour by themselves.
+    from edgekd.firmware.api import default_reference, input_arrays, interpreter_outputs, load_inputs
+    from edgekd.firmware.host import build_host_model
+
+    tflite = result.out_dir / "model.int8.tflite"
+    assert default_reference(tflite) == "tflite-cpu"
+    assert "#if !EKD_SINGLE_ROUNDING" in (result.formats["c-int8"] / "model.c").read_text()
+    single = build_host_model(tflite, tmp_path / "host-single", reference=default_reference(tflite))
+    arrays = input_arrays(load_inputs(result.out_dir / "eval.npz"), single.metadata["inputs"])
+    mine = single.run(arrays)
+    cpu = interpreter_outputs(tflite, arrays, "tflite-cpu").reshape(mine.shape)
+    assert np.array_equal(mine, cpu)
+    assert len({row.tobytes() for row in mine}) > 8  # not one answer for every input

@@ -96,6 +96,49 @@ def test_reference_flavours_really_differ(ref_model, tmp_path, host_cc):
     assert np.abs(ya.astype(int) - yb.astype(int)).max() <= 8
 
 
+
+@pytest.mark.parametrize("name", ["cnn_ops", "misc_ops"])
+def test_cpu_flavour_matches_tflites_default_cpu_kernels(name, ref_model, tmp_path, host_cc):
+    """"tflite-cpu" follows TFLite's default CPU kernels (XNNPACK): float32 requantization of the
+    convolutions and fully connected layers, one rounding elsewhere. On these stand-ins (every
+    conv/pool/elementwise/data-movement op the runtime has) it gives their outputs bit for bit,
+    where the reference-kernel flavour does not."""
+    from edgekd.firmware.api import interpreter_outputs
+    from edgekd.firmware.host import build_host_model
+
+    path = ref_model(name)
+    cpu = build_host_model(path, tmp_path / "cpu", reference="tflite-cpu")
+    ref = build_host_model(path, tmp_path / "ref", reference="tflite")
+    x = random_int8_inputs(tuple(cpu.metadata["inputs"][0]["shape"]), N_INPUTS, seed=7)
+    theirs = interpreter_outputs(path, x, "tflite-cpu").reshape(N_INPUTS, -1)
+    mine = cpu.run(x).reshape(N_INPUTS, -1)
+    same = np.all(mine == theirs, axis=1)
+    assert same.all(), f"{name}: {int((~same).sum())} of {N_INPUTS} inputs differ"
+    assert not np.array_equal(ref.run(x).reshape(N_INPUTS, -1), theirs)
+
+
+def test_cpu_flavour_needs_its_runtime_build(ref_model, tmp_path, host_cc):
+    """A model.c generated for one rounding refuses to compile against a runtime built for the
+    other (the #error names the flag); an unknown flavour is a usage error naming the three."""
+    import subprocess
+
+    from edgekd.convert.tflite2c import write_model_sources
+    from edgekd.errors import UsageError
+    from edgekd.firmware.host import HOST_CFLAGS, build_host_model
+    from edgekd.firmware.sources import src_dir
+
+    path = ref_model("eye_snn")
+    for reference, flags in (("tflite-cpu", []), ("tflite", ["-DEKD_SINGLE_ROUNDING=1"])):
+        gen = tmp_path / f"gen-{reference}"
+        write_model_sources(path, gen, reference=reference)
+        proc = subprocess.run(["cc", *HOST_CFLAGS, *flags, f"-I{src_dir()}", "-c", str(gen / "model.c"),
+                               "-o", str(gen / "model.o")], capture_output=True, text=True)
+        assert proc.returncode != 0 and f"generated for reference '{reference}'" in proc.stderr
+    with pytest.raises(UsageError, match="unknown reference 'xnnpack'") as info:
+        build_host_model(path, tmp_path / "bad", reference="xnnpack")
+    assert "tflite-cpu" in info.value.hint and "tflm" in info.value.hint
+
+
 # ---------------------------------------------------------------- models with several inputs
 
 
