@@ -59,12 +59,17 @@ def check(
     model: Path = typer.Argument(..., help="An int8 .tflite model."),
     reference: Optional[str] = RefOpt,
     tflm: bool = typer.Option(True, "--tflm/--no-tflm", help="Also report TFLite Micro's arena for the model."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help="Also compare every op with the interpreter on these "
+                                          "inputs (.npy/.npz, as for run): names the ops that compute differently."),
+    samples: int = typer.Option(5, "--samples", help="Inputs used by the per-op comparison."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Can the firmware runtime run this model? Ops, arena plan, TFLite Micro's arena."""
-    from edgekd.firmware.api import check_model
+    """Can the firmware runtime run this model? Ops, arena plan, TFLite Micro's arena; per op, the
+    interpreter's results (--inputs)."""
+    from edgekd.firmware.api import check_model, load_inputs
 
-    res = check_model(model, reference=reference, with_tflm=tflm)
+    res = check_model(model, reference=reference, with_tflm=tflm, inputs=load_inputs(inputs) if inputs else None,
+                      samples=samples)
     if as_json:
         _print_json(res)
     else:
@@ -76,6 +81,14 @@ def check(
         t = res.get("tflm") or {}
         if t:
             rows.append(("TFLite Micro arena (bytes)", t.get("arena_bytes") if t.get("available") else t.get("error")))
+        per_op = res.get("ops_vs_interpreter")
+        if per_op is not None:
+            rows.append((f"ops vs {res['compared_with']}", f"{res['reference']} flavour, runs that differ / runs"))
+            for name, e in sorted(per_op.items()):
+                first = e["first_difference"]
+                where = (f" (first: op #{first['op_index']}, {first['elements']} of {first['of']} values, "
+                         f"up to {first['max_abs']} steps)" if first else "")
+                rows.append((f"  {name}", f"{e['differ']} / {e['runs']}{where}"))
         _kv_table(str(model), rows)
     if not res["supported"]:
         raise typer.Exit(1)

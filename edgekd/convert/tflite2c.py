@@ -25,13 +25,16 @@ TFLite Micro; MUL's multiplier is a float product in TFLite and a double product
 Micro), `reference="tflite"` (default) or `"tflm"` picks whose result to reproduce.
 `reference="tflite-cpu"` follows TFLite's default CPU kernels instead (XNNPACK: what
 `edgekd convert`'s ledger and the Linux targets run), which round each requantization once:
-convolutions and fully connected layers rescale in float32 as XNNPACK does (`ekd_requant_f32`,
-scales computed in float32 as XNNPACK computes them), every other fixed-point multiplier rounds
-once as in TFLite's TFLITE_SINGLE_ROUNDING build (the runtime compiled with
--DEKD_SINGLE_ROUNDING=1, see `runtime_cflags`), and elementwise tables come from the default
-interpreter. Measured, not derived: the `int8_exact` students give that interpreter's outputs bit
-for bit, which keeps them exact on a microcontroller; other models differ here and there where
-XNNPACK's other kernels (pooling, means, adds) round differently (benchmarks/firmware.py).
+convolutions, fully connected layers and MUL rescale in float32 as XNNPACK does
+(`ekd_requant_f32`, scales computed in float32 as XNNPACK computes them), ADD and SUB use
+XNNPACK's 21-bit multipliers on a common shift, an int8 -> int8 QUANTIZE is a table (XNNPACK
+requantizes with an 8-bit multiplier), every other fixed-point multiplier rounds once as in
+TFLite's TFLITE_SINGLE_ROUNDING build (the runtime compiled with -DEKD_SINGLE_ROUNDING=1, see
+`runtime_cflags`), and elementwise tables come from the default interpreter. Measured, op by op
+(firmware.host.compare_ops): every op the students use gives the default interpreter's result
+except MEAN (XNNPACK's int8 mean is a step off on some values; not reproduced) and BATCH_MATMUL.
+The int8_exact students, whose means are exact, give that interpreter's outputs bit for bit,
+which keeps them exact on a microcontroller.
 """
 
 from __future__ import annotations
@@ -707,11 +710,30 @@ class _Lowering:
                                f".in1_offset = {-a.zero_point}, .in1_mult = {m1}, .in1_shift = {s1}, "
                                f".in2_offset = {-b.zero_point}, .in2_mult = {m2}, .in2_shift = {s2}, "
                                f".out_offset = {out.zero_point}, .out_mult = {mo}, .out_shift = {so}, "
-                               f".act_min = {lo}, .act_max = {hi}")
+                               f".act_min = {lo}, .act_max = {hi}{self.xnnpack_add(a, b, out, sub)}")
         fn = "ekd_sub_s8" if sub else "ekd_add_s8"
         text = (f"{fn}(&{pn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.cptr(op.inputs[1], 'int8_t')}, "
                 f"{self.ptr(op.outputs[0], 'int8_t')});")
         self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]])
+
+    def xnnpack_add(self, a: Tensor, b: Tensor, out: Tensor, sub: bool) -> str:
+        """XNNPACK's add parameters for the tflite-cpu flavour ("" otherwise, or where XNNPACK
+        would not take the op): each input's scale over the output's in float32, as multipliers of
+        up to 21 bits on one shift, the zero points folded into a bias with the rounding; a
+        subtraction negates b's multiplier."""
+        if self.reference != "tflite-cpu":
+            return ""
+        f32 = np.float32
+        ra, rb = f32(a.scale) / f32(out.scale), f32(b.scale) / f32(out.scale)
+        rb = -rb if sub else rb
+        top = max(abs(ra), abs(rb))
+        shift = 20 - ((int(np.array(top, dtype=f32).view(np.uint32)) >> 23) - 127)
+        if not (12 <= shift <= 30 and min(abs(ra), abs(rb)) >= 2.0 ** -10):
+            return ""  # outside XNNPACK's range: TFLite runs its own kernel
+        ma = int(np.rint(ra * f32(2.0 ** shift)))  # exact power-of-two scaling, then round half to even
+        mb = int(np.rint(rb * f32(2.0 ** shift)))
+        bias = (1 << (shift - 1)) - ma * a.zero_point - mb * b.zero_point
+        return f", .xnn_shift = {shift}, .xnn_a_mult = {ma}, .xnn_b_mult = {mb}, .xnn_bias = {bias}"
 
     def _arith_f32(self, op: Operator, code: int, act: int) -> None:
         a, b, out = self._binary_inputs(op)
@@ -745,10 +767,14 @@ class _Lowering:
         m, s = quantize_multiplier(real)
         lo, hi = act_range_int8(act, out, f"op #{op.index} {op.op}")
         k = self.uid()
+        xnn = ""
+        if self.reference == "tflite-cpu":  # XNNPACK: float32(a * b) x (a_scale * b_scale / out_scale in float32)
+            f32 = np.float32
+            xnn = f", .fscale = {_c_float(f32(f32(a.scale) * f32(b.scale)) / f32(out.scale))}"
         pn = self.const_struct("ekd_mul_params_t", k,
                                f"{self.bcast(op, a, b, out)}, .in1_offset = {-a.zero_point}, "
                                f".in2_offset = {-b.zero_point}, .out_offset = {out.zero_point}, .out_mult = {m}, "
-                               f".out_shift = {s}, .act_min = {lo}, .act_max = {hi}")
+                               f".out_shift = {s}, .act_min = {lo}, .act_max = {hi}{xnn}")
         text = (f"ekd_mul_s8(&{pn}, {self.cptr(op.inputs[0], 'int8_t')}, {self.cptr(op.inputs[1], 'int8_t')}, "
                 f"{self.ptr(op.outputs[0], 'int8_t')});")
         self.emit(op, text, [op.inputs[0], op.inputs[1]], [op.outputs[0]])
@@ -828,6 +854,8 @@ class _Lowering:
         if x.dtype == "float32":
             text = (f"ekd_quantize_f32_s8({x.size}, {_c_float(out.scale)}, {out.zero_point}, {self.cptr(op.inputs[0], 'float')}, "
                     f"{self.ptr(op.outputs[0], 'int8_t')});")
+        elif x.dtype == "int8" and self.reference == "tflite-cpu":
+            return self._lut(op)  # XNNPACK requantizes with an 8-bit multiplier: its own table
         elif x.dtype == "int8":
             self.per_tensor(op, x)
             m, s = quantize_multiplier(float(x.scale) / float(out.scale))
@@ -1158,11 +1186,11 @@ def _unpacked_model(raw: bytes) -> Any:
     return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(raw, 0))
 
 
-def chain_lut(graph: Graph, chain: Sequence[Operator], reference: Reference) -> np.ndarray:
-    """The int8 -> int8 table of an elementwise op, or of a chain of single-input elementwise ops
-    (each reading the one before), computed by running it alone in the interpreter being
-    reproduced (TFLite's reference or default CPU kernels, or TFLite Micro) on all 256 inputs: the values its
-    kernels give, intermediate float rounding included."""
+def isolated_model(graph: Graph, ops: Sequence[Operator], shape: Sequence[int] | None = None) -> tuple[bytes, list[int]]:
+    """A .tflite holding only `ops` (one op, or a chain each reading the one before) with the
+    tensors they use: constants keep their data, the other tensors the ops read from outside
+    become the model's inputs (returned, in order), the last op's first output its output.
+    `shape` replaces every non-constant tensor's shape (a 256-entry table of an elementwise chain)."""
     import flatbuffers
 
     schema = _schema()
@@ -1170,54 +1198,88 @@ def chain_lut(graph: Graph, chain: Sequence[Operator], reference: Reference) -> 
     tensors = src.subgraphs[0].tensors
     one = schema.ModelT()
     one.version = 3
-    one.description = b"edgekd lut"
+    one.description = b"edgekd isolated ops"
     one.operatorCodes = []
     one.buffers = [schema.BufferT()]
     sg = schema.SubGraphT()
-    sg.tensors = []
-    sg.operators = []
-    ids = [chain[0].inputs[0]] + [c.outputs[0] for c in chain]
-    for k, i in enumerate(ids):
+    sg.tensors, sg.operators = [], []
+    new_id: dict[int, int] = {}
+    inputs: list[int] = []
+    produced = {o for op in ops for o in op.outputs}
+
+    def tensor(i: int) -> int:
+        if i in new_id:
+            return new_id[i]
         t = schema.TensorT()
-        t.shape = [256]
-        t.type = tensors[i].type
-        t.buffer = 0
-        t.name = f"t{k}".encode()
-        t.quantization = tensors[i].quantization
+        t.type, t.quantization, t.name = tensors[i].type, tensors[i].quantization, f"t{i}".encode()
+        if graph.tensors[i].is_const:
+            b = schema.BufferT()
+            b.data = src.buffers[tensors[i].buffer].data
+            one.buffers.append(b)
+            t.buffer, t.shape = len(one.buffers) - 1, list(tensors[i].shape)
+        else:
+            t.buffer, t.shape = 0, list(shape) if shape is not None else list(tensors[i].shape)
+            if i not in produced:
+                inputs.append(i)
+        new_id[i] = len(sg.tensors)
         sg.tensors.append(t)
-    for k, c in enumerate(chain):
-        src_op = src.subgraphs[0].operators[c.index]
+        return new_id[i]
+
+    for k, op in enumerate(ops):
+        src_op = src.subgraphs[0].operators[op.index]
         one.operatorCodes.append(src.operatorCodes[src_op.opcodeIndex])
         o = schema.OperatorT()
         o.opcodeIndex = k
-        o.inputs, o.outputs = [k], [k + 1]
-        o.builtinOptionsType = src_op.builtinOptionsType
-        o.builtinOptions = src_op.builtinOptions
+        o.inputs = [tensor(i) if i >= 0 else -1 for i in op.inputs]
+        o.outputs = [tensor(i) for i in op.outputs]
+        o.builtinOptionsType, o.builtinOptions = src_op.builtinOptionsType, src_op.builtinOptions
         sg.operators.append(o)
-    sg.inputs, sg.outputs = [0], [len(chain)]
+    sg.inputs, sg.outputs = [new_id[i] for i in inputs], [new_id[ops[-1].outputs[0]]]
     one.subgraphs = [sg]
     builder = flatbuffers.Builder(1024)
     builder.Finish(one.Pack(builder), file_identifier=b"TFL3")
-    model_bytes = bytes(builder.Output())
-    x = np.arange(-128, 128, dtype=np.int8)
+    return bytes(builder.Output()), inputs
+
+
+def isolated_runner(model_bytes: bytes, reference: str, what: str) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    """run(inputs) -> output of a small model in the interpreter a reference flavour reproduces."""
     if reference == "tflm":
-        interp = tflm_interpreter(model_bytes, 64 << 10)
-        interp.set_input(x, 0)
+        interp = tflm_interpreter(model_bytes, 1 << 20)
+
+        def run_tflm(inputs: Sequence[np.ndarray]) -> np.ndarray:
+            for pos, x in enumerate(inputs):
+                interp.set_input(x, pos)
+            interp.invoke()
+            return np.asarray(interp.get_output(0)).copy()
+        return run_tflm
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        raise MissingDependencyError(f"{what} is run with the TFLite interpreter (ai-edge-litert)",
+                                     hint="pip install -c constraints.txt 'edgekd[convert]'") from None
+    # the default CPU kernels (XNNPACK where it takes the op) for tflite-cpu
+    resolver = OpResolverType.BUILTIN if reference == "tflite-cpu" else OpResolverType.BUILTIN_REF
+    interp = Interpreter(model_content=model_bytes, experimental_op_resolver_type=resolver)
+    interp.allocate_tensors()
+    details = interp.get_input_details()
+    out_index = interp.get_output_details()[0]["index"]
+
+    def run_litert(inputs: Sequence[np.ndarray]) -> np.ndarray:
+        for d, x in zip(details, inputs):
+            interp.set_tensor(d["index"], np.asarray(x).reshape(d["shape"]))
         interp.invoke()
-        y = np.asarray(interp.get_output(0)).reshape(-1)
-    else:
-        try:
-            from ai_edge_litert.interpreter import Interpreter, OpResolverType
-        except ImportError:
-            raise MissingDependencyError(f"op #{chain[0].index} {chain[0].op} is tabulated with the TFLite interpreter (ai-edge-litert)",
-                                         hint="pip install -c constraints.txt 'edgekd[convert]'") from None
-        # the default CPU kernels (XNNPACK where it takes the op) for tflite-cpu
-        resolver = OpResolverType.BUILTIN if reference == "tflite-cpu" else OpResolverType.BUILTIN_REF
-        interp = Interpreter(model_content=model_bytes, experimental_op_resolver_type=resolver)
-        interp.allocate_tensors()
-        interp.set_tensor(interp.get_input_details()[0]["index"], x)
-        interp.invoke()
-        y = interp.get_tensor(interp.get_output_details()[0]["index"]).reshape(-1)
+        return interp.get_tensor(out_index).copy()
+    return run_litert
+
+
+def chain_lut(graph: Graph, chain: Sequence[Operator], reference: Reference) -> np.ndarray:
+    """The int8 -> int8 table of an elementwise op, or of a chain of single-input elementwise ops
+    (each reading the one before), computed by running it alone in the interpreter being
+    reproduced (TFLite's reference or default CPU kernels, or TFLite Micro) on all 256 inputs: the
+    values its kernels give, intermediate float rounding included."""
+    model_bytes, _ = isolated_model(graph, chain, shape=[256])
+    x = np.arange(-128, 128, dtype=np.int8)
+    y = isolated_runner(model_bytes, reference, f"op #{chain[0].index} {chain[0].op}'s table")([x]).reshape(-1)
     table = np.empty(256, dtype=np.int8)
     table[x.view(np.uint8)] = y.astype(np.int8)
     return table

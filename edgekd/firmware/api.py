@@ -72,7 +72,13 @@ def default_reference(model: str | os.PathLike) -> str:
     return reference_for(exact)
 
 
-def check_model(model: str | os.PathLike, reference: str | None = None, with_tflm: bool = True) -> dict[str, Any]:
+def check_model(model: str | os.PathLike, reference: str | None = None, with_tflm: bool = True,
+                inputs: np.ndarray | Mapping[str, np.ndarray] | None = None, samples: int = 5) -> dict[str, Any]:
+    """Can the runtime run the model (ops, arena, TFLite Micro's view)? With inputs, also every op
+    of the host build against the same op alone in the interpreter the flavour reproduces
+    (host.compare_ops): where a model that is not bit-exact computes differently."""
+    import tempfile
+
     from edgekd.convert.tflite2c import check_ops, generate_c, load_graph
 
     reference = reference or default_reference(model)
@@ -90,6 +96,14 @@ def check_model(model: str | os.PathLike, reference: str | None = None, with_tfl
                    inputs=meta["inputs"], outputs=meta["outputs"])
     if with_tflm:
         out["tflm"] = tflm_view(model)
+    if inputs is not None and not problems:
+        from edgekd.firmware.host import compare_ops
+
+        arrays = input_arrays(inputs, out["inputs"])
+        with tempfile.TemporaryDirectory(prefix="edgekd-ops-") as tmp:
+            out["ops_vs_interpreter"] = compare_ops(model, arrays, tmp, reference=reference, samples=samples)
+        out["compared_with"] = _compared_with(reference)
+    out["reference"] = reference
     return out
 
 

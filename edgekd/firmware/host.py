@@ -95,3 +95,49 @@ def build_host_model(model: str | os.PathLike, out_dir: str | os.PathLike, refer
     if proc.returncode != 0:
         raise ConversionError(f"host build failed:\n{proc.stderr[-3000:]}", hint=" ".join(argv))
     return HostModel(lib, metadata)
+
+
+def compare_ops(model: str | os.PathLike, inputs: Sequence[np.ndarray], out_dir: str | os.PathLike,
+                reference: str = "tflite", samples: int = 5) -> dict[str, dict[str, Any]]:
+    """Op by op: each int8 op of the C runtime (every tensor kept) against the same op run alone, on
+    the runtime's own inputs to it, in the interpreter `reference` reproduces. Names the op types
+    that compute differently, so a model that is not bit-exact says where.
+
+    inputs: the model's int8 inputs in its input order (firmware.api.input_arrays), [N, ...] each;
+    the first `samples` are used. Returns {op type: {"runs", "differ", "first_difference"}}."""
+    from edgekd.convert.tflite2c import isolated_model, isolated_runner, load_graph
+
+    host = build_host_model(model, out_dir, reference=reference, reuse_arena=False)
+    graph = load_graph(model)
+    offsets = {int(k): v for k, v in host.metadata["tensor_offsets"].items()}
+    runners: dict[int, Any] = {}
+    report: dict[str, dict[str, Any]] = {}
+    for s in range(min(samples, len(inputs[0]))):
+        host.run([a[s:s + 1] for a in inputs])
+        arena = host.arena()
+
+        def value(i: int) -> np.ndarray:
+            t = graph.tensors[i]
+            return arena[offsets[i]:offsets[i] + t.nbytes].view(_np_dtype(t.dtype)).reshape(t.shape)
+
+        for op in graph.operators:
+            out = graph.tensors[op.outputs[0]]
+            if out.dtype != "int8" or op.outputs[0] not in offsets:
+                continue  # fused into a table, or not an int8 result
+            if op.index not in runners:
+                raw, reads = isolated_model(graph, [op])
+                runners[op.index] = (isolated_runner(raw, reference, f"op #{op.index} {op.op}"), reads)
+            run, reads = runners[op.index]
+            if any(i not in offsets for i in reads):
+                continue
+            theirs = run([value(i) for i in reads]).reshape(out.shape)
+            mine = value(op.outputs[0])
+            entry = report.setdefault(op.op, {"runs": 0, "differ": 0, "first_difference": None})
+            entry["runs"] += 1
+            if not np.array_equal(mine, theirs):
+                entry["differ"] += 1
+                if entry["first_difference"] is None:
+                    diff = np.abs(mine.astype(np.int32) - theirs.astype(np.int32))
+                    entry["first_difference"] = {"op_index": op.index, "sample": s, "elements": int((diff > 0).sum()),
+                                                 "of": int(diff.size), "max_abs": int(diff.max())}
+    return report

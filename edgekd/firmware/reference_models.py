@@ -273,6 +273,23 @@ def misc_ops(seed: int = 0) -> ReferenceModel:
     return ReferenceModel("misc_ops", tfl, (1, 8, 8, 4), "data movement and elementwise ops")
 
 
+def elementwise(n: int = 4096, seed: int = 0) -> ReferenceModel:
+    """Two inputs [1, n] on different scales through ADD, SUB and MUL (each result on its own
+    calibrated scale): where XNNPACK's add and mul arithmetic and TFLite's part ways."""
+    tf = _tf()
+    spec = tf.TensorSpec([1, n], tf.float32)
+
+    @tf.function(input_signature=[spec, spec])
+    def model(a, b):
+        s = a + 0.37 * b
+        d = 1.9 * a - b
+        return s * d + (s - 0.61 * d)
+
+    shape = (1, n)
+    tfl = to_int8_tflite(model, [shape, shape], lambda r: r.normal(0, 1, shape), seed=seed)
+    return ReferenceModel("elementwise", tfl, shape, f"ADD, SUB, MUL of two [1, {n}] inputs")
+
+
 BUILDERS: dict[str, Callable[..., ReferenceModel]] = {
     "cnn_ops": cnn_ops,
     "eye_snn": eye_snn,
@@ -280,6 +297,7 @@ BUILDERS: dict[str, Callable[..., ReferenceModel]] = {
     "skeleton_sgcn": skeleton_sgcn,
     "face_cnn": face_cnn,
     "misc_ops": misc_ops,
+    "elementwise": elementwise,
     "two_streams": two_streams,
 }
 

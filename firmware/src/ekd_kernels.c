@@ -172,6 +172,13 @@ void ekd_max_pool_s8(const ekd_pool_params_t *p, const int8_t *in, int8_t *out) 
   } while (0)
 
 static void ekd_addsub_s8(const ekd_addsub_params_t *p, const int8_t *a, const int8_t *x, int8_t *out, int sub) {
+  if (p->xnn_shift) {
+    EKD_BCAST_LOOP(&p->b, {
+      const int32_t acc = p->xnn_bias + (int32_t)a[off1] * p->xnn_a_mult + (int32_t)x[off2] * p->xnn_b_mult;
+      out[oi] = (int8_t)ekd_clamp((acc >> p->xnn_shift) + p->out_offset, p->act_min, p->act_max);
+    });
+    return;
+  }
   EKD_BCAST_LOOP(&p->b, {
     const int32_t v1 = (int32_t)((uint32_t)(p->in1_offset + a[off1]) << p->left_shift);
     const int32_t v2 = (int32_t)((uint32_t)(p->in2_offset + x[off2]) << p->left_shift);
@@ -190,7 +197,8 @@ void ekd_mul_s8(const ekd_mul_params_t *p, const int8_t *a, const int8_t *x, int
   EKD_BCAST_LOOP(&p->b, {
     const int32_t v1 = p->in1_offset + a[off1];
     const int32_t v2 = p->in2_offset + x[off2];
-    const int32_t res = p->out_offset + ekd_mbqm(v1 * v2, p->out_mult, p->out_shift);
+    const int32_t res = p->fscale != 0.0f ? ekd_requant_f32(v1 * v2, p->fscale, p->out_offset, p->act_min, p->act_max)
+                                          : p->out_offset + ekd_mbqm(v1 * v2, p->out_mult, p->out_shift);
     out[oi] = (int8_t)ekd_clamp(res, p->act_min, p->act_max);
   });
 }

@@ -181,6 +181,10 @@ typedef struct {
   int32_t in2_offset, in2_mult, in2_shift;
   int32_t out_offset, out_mult, out_shift;
   int32_t act_min, act_max;
+  /* XNNPACK's add (TFLite's default CPU kernels): when xnn_shift is set, out = (xnn_bias +
+   * a * xnn_a_mult + b * xnn_b_mult) >> xnn_shift + out_offset, a subtraction's b multiplier
+   * negative; the other multipliers are unused */
+  int32_t xnn_shift, xnn_a_mult, xnn_b_mult, xnn_bias;
 } ekd_addsub_params_t;
 
 void ekd_add_s8(const ekd_addsub_params_t *p, const int8_t *a, const int8_t *b, int8_t *out);
@@ -190,6 +194,7 @@ typedef struct {
   ekd_bcast_t b;
   int32_t in1_offset, in2_offset, out_offset, out_mult, out_shift;
   int32_t act_min, act_max;
+  float fscale; /* when non-zero, rescale with ekd_requant_f32 (XNNPACK) instead of out_mult/out_shift */
 } ekd_mul_params_t;
 
 void ekd_mul_s8(const ekd_mul_params_t *p, const int8_t *a, const int8_t *b, int8_t *out);
