@@ -9,6 +9,7 @@ fails with the exact install command.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.artifacts import read_manifest, sha256_file
+from edgekd.artifacts import atomic_write_bytes, read_manifest, sha256_file
 from edgekd.errors import DataError, DeviceError, NotFoundError, UsageError
 from edgekd.runners.base import Transport
 from edgekd.runners.checks import AGENT_PATH, parse_agent_checks
@@ -211,10 +212,10 @@ def inputs_file(x: np.ndarray, cache_dir: Path) -> Path:
     digest = hashlib.sha256(np.ascontiguousarray(x).tobytes() + str(x.shape).encode()).hexdigest()[:16]
     path = cache_dir / f"inputs-{digest}.npy"
     if not path.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".part.npy")
-        np.save(tmp, np.ascontiguousarray(x, dtype=np.float32))
-        tmp.replace(path)
+        # a temporary file of its own per writer: targets profiled in parallel write the same inputs
+        buf = io.BytesIO()
+        np.save(buf, np.ascontiguousarray(x, dtype=np.float32))
+        atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +32,13 @@ class LocalTransport(Transport):
         dest = Path(self.expand(remote))
         dest.parent.mkdir(parents=True, exist_ok=True)
         if Path(local).resolve() != dest.resolve():
-            tmp = dest.with_name(dest.name + ".part")
-            shutil.copyfile(local, tmp)
-            tmp.replace(dest)
+            # a temporary name of its own: two targets on this host may put the same file at once
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+            os.close(fd)
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a plain copy would be 0644
+            try:
+                shutil.copyfile(local, tmp)
+                os.replace(tmp, dest)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise

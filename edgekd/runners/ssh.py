@@ -123,7 +123,8 @@ class SshTransport(Transport):
 
     def put(self, local: Path, remote: str, timeout_s: float = 60.0) -> None:
         dest = self.expand(remote)
-        script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1.part" && mv -f -- "$1.part" "$1"'
+        # "$1.part.$$": the remote shell's pid keeps two puts of the same file apart
+        script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1.part.$$" && mv -f -- "$1.part.$$" "$1"'
         res = self.run(["sh", "-c", script, "sh", dest], timeout_s=timeout_s, stdin=Path(local).read_bytes())
         if not res.ok:
             raise DeviceError(

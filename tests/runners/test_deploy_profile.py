@@ -256,3 +256,30 @@ def test_profile_on_unreachable_host_times_out_with_hint(small_model, tmp_path):
     [result] = json.loads(res.stdout)
     assert res.returncode == 1 and result["status"] == "failed"
     assert "timed out" in result["error"] and "reachable" in result["hint"]
+
+
+def test_targets_profiled_at_once_write_the_same_files_without_colliding(tmp_path):
+    """`edgekd profile -t a -t b` deploys to both at once: the inputs cache file and, for targets on
+    this host, the agent and model land at the same paths. Each writer has a temporary file of its
+    own (a shared one made the second rename fail in CI), and nothing temporary stays behind."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from edgekd.runners.deploy import inputs_file
+    from edgekd.runners.local import LocalTransport
+
+    x = np.random.default_rng(0).normal(size=(64, 2048)).astype(np.float32)
+    with ThreadPoolExecutor(8) as pool:
+        paths = list(pool.map(lambda _: inputs_file(x, tmp_path / "cache"), range(32)))
+    assert len(set(paths)) == 1 and np.array_equal(np.load(paths[0]), x)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [paths[0].name]
+
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(1 << 20))
+    transport = LocalTransport()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: transport.put(src, str(tmp_path / "dev" / "model.bin")), range(32)))
+    assert (tmp_path / "dev" / "model.bin").read_bytes() == src.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "dev").iterdir()) == ["model.bin"]
+    assert oct((tmp_path / "dev" / "model.bin").stat().st_mode & 0o777) == "0o644"
