@@ -599,8 +599,8 @@ class _Lowering:
         if self.reference != "tflite-cpu":
             return ""
         f32 = np.float32
-        scales = (f32(x.scale) * np.asarray(w_scales, dtype=f32)).astype(f32) / f32(out.scale)
-        return f", .fscale = {self.const_array('float', f'f{k}', scales.astype(f32))}"
+        scales = (f32(x.scale) * np.asarray(w_scales, dtype=f32)) / f32(out.scale)  # float32 throughout
+        return f", .fscale = {self.const_array('float', f'f{k}', scales)}"
 
     def op_conv_2d(self, op: Operator) -> None:
         self._conv_common(op, depthwise=False)
@@ -1241,10 +1241,12 @@ def isolated_model(graph: Graph, ops: Sequence[Operator], shape: Sequence[int] |
     return bytes(builder.Output()), inputs
 
 
-def isolated_runner(model_bytes: bytes, reference: str, what: str) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
-    """run(inputs) -> output of a small model in the interpreter a reference flavour reproduces."""
+def interpreter_runner(model_bytes: bytes, reference: str, what: str) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    """run(inputs) -> the first output, one sample at a time, in the interpreter a reference
+    flavour is compared with (REFERENCE_INTERPRETERS); inputs in the model's input order."""
+    check_reference(reference)
     if reference == "tflm":
-        interp = tflm_interpreter(model_bytes, 1 << 20)
+        interp = tflm_interpreter(model_bytes, 16 << 20)
 
         def run_tflm(inputs: Sequence[np.ndarray]) -> np.ndarray:
             for pos, x in enumerate(inputs):
@@ -1260,7 +1262,11 @@ def isolated_runner(model_bytes: bytes, reference: str, what: str) -> Callable[[
     # the default CPU kernels (XNNPACK where it takes the op) for tflite-cpu
     resolver = OpResolverType.BUILTIN if reference == "tflite-cpu" else OpResolverType.BUILTIN_REF
     interp = Interpreter(model_content=model_bytes, experimental_op_resolver_type=resolver)
-    interp.allocate_tensors()
+    try:
+        interp.allocate_tensors()
+    except RuntimeError as exc:  # XNNPACK refuses some graphs outright
+        raise ConversionError(f"{REFERENCE_INTERPRETERS[reference]} could not prepare {what}: {exc}",
+                              hint="compare with --reference tflite (TFLite's reference kernels) instead") from None
     details = interp.get_input_details()
     out_index = interp.get_output_details()[0]["index"]
 
@@ -1279,7 +1285,7 @@ def chain_lut(graph: Graph, chain: Sequence[Operator], reference: Reference) -> 
     values its kernels give, intermediate float rounding included."""
     model_bytes, _ = isolated_model(graph, chain, shape=[256])
     x = np.arange(-128, 128, dtype=np.int8)
-    y = isolated_runner(model_bytes, reference, f"op #{chain[0].index} {chain[0].op}'s table")([x]).reshape(-1)
+    y = interpreter_runner(model_bytes, reference, f"op #{chain[0].index} {chain[0].op}'s table")([x]).reshape(-1)
     table = np.empty(256, dtype=np.int8)
     table[x.view(np.uint8)] = y.astype(np.int8)
     return table

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import ConversionError, DataError, DeviceError, EdgekdError, MissingDependencyError, UsageError
+from edgekd.errors import DataError, DeviceError, EdgekdError, MissingDependencyError, UsageError
 from edgekd.firmware.build import DEFAULT_STACK, FirmwareBuild, build_firmware, flash_firmware, resolve_target
 from edgekd.firmware.host import packed_inputs
 from edgekd.targets import TargetSpec
@@ -300,40 +300,11 @@ def interpreter_outputs(model: str | os.PathLike, inputs: np.ndarray | Sequence[
 
     inputs: [N, *shape] for a single-input model, or a list of such arrays in the model's
     input order (input_arrays gives them)."""
-    raw = Path(model).read_bytes()
-    arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
-    n = len(arrays[0])
-    outs = []
-    if reference == "tflm":
-        from edgekd.convert.tflite2c import tflm_interpreter
+    from edgekd.convert.tflite2c import interpreter_runner
 
-        interp = tflm_interpreter(raw, 16 << 20)
-        for i in range(n):
-            for pos, a in enumerate(arrays):
-                interp.set_input(a[i], pos)
-            interp.invoke()
-            outs.append(np.asarray(interp.get_output(0)).copy())
-        return np.stack(outs)
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:
-        raise MissingDependencyError("the TFLite interpreter (ai-edge-litert) is needed for the agreement check",
-                                     hint="pip install -c constraints.txt 'edgekd[convert]'") from None
-    resolver = OpResolverType.BUILTIN if reference == "tflite-cpu" else OpResolverType.BUILTIN_REF
-    interp = Interpreter(model_content=raw, experimental_op_resolver_type=resolver)
-    try:
-        interp.allocate_tensors()
-    except RuntimeError as exc:  # XNNPACK refuses some graphs outright
-        raise ConversionError(f"{_compared_with(reference)} could not prepare the model: {exc}",
-                              hint="compare with --reference tflite (TFLite's reference kernels) instead") from None
-    in_idx = [d["index"] for d in interp.get_input_details()]  # the model's input order
-    o_idx = interp.get_output_details()[0]["index"]
-    for i in range(n):
-        for idx, a in zip(in_idx, arrays):
-            interp.set_tensor(idx, a[i])
-        interp.invoke()
-        outs.append(interp.get_tensor(o_idx).copy())
-    return np.stack(outs)
+    arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+    run = interpreter_runner(Path(model).read_bytes(), reference, Path(model).name)
+    return np.stack([run([a[i] for a in arrays]) for i in range(len(arrays[0]))])
 
 
 def _percentile(values: list[float], q: float) -> float | None:

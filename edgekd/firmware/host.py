@@ -105,7 +105,7 @@ def compare_ops(model: str | os.PathLike, inputs: Sequence[np.ndarray], out_dir:
 
     inputs: the model's int8 inputs in its input order (firmware.api.input_arrays), [N, ...] each;
     the first `samples` are used. Returns {op type: {"runs", "differ", "first_difference"}}."""
-    from edgekd.convert.tflite2c import isolated_model, isolated_runner, load_graph
+    from edgekd.convert.tflite2c import isolated_model, interpreter_runner, load_graph
 
     host = build_host_model(model, out_dir, reference=reference, reuse_arena=False)
     graph = load_graph(model)
@@ -126,7 +126,7 @@ def compare_ops(model: str | os.PathLike, inputs: Sequence[np.ndarray], out_dir:
                 continue  # fused into a table, or not an int8 result
             if op.index not in runners:
                 raw, reads = isolated_model(graph, [op])
-                runners[op.index] = (isolated_runner(raw, reference, f"op #{op.index} {op.op}"), reads)
+                runners[op.index] = (interpreter_runner(raw, reference, f"op #{op.index} {op.op}"), reads)
             run, reads = runners[op.index]
             if any(i not in offsets for i in reads):
                 continue

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from edgekd.artifacts import atomic_write_bytes
 from edgekd.runners.base import Transport
 
 
@@ -32,13 +30,5 @@ class LocalTransport(Transport):
         dest = Path(self.expand(remote))
         dest.parent.mkdir(parents=True, exist_ok=True)
         if Path(local).resolve() != dest.resolve():
-            # a temporary name of its own: two targets on this host may put the same file at once
-            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-            os.close(fd)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a plain copy would be 0644
-            try:
-                shutil.copyfile(local, tmp)
-                os.replace(tmp, dest)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            # a temporary file of its own (two targets on this host may put the same file at once)
+            atomic_write_bytes(dest, Path(local).read_bytes())
